@@ -1,0 +1,5 @@
+import sys
+
+from iclrepro.cli import main
+
+sys.exit(main())

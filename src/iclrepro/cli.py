@@ -1,0 +1,115 @@
+"""Command line: the stage commands the workflow's rules call, and tools for users.
+
+Stage commands receive the node as JSON (what the planner resolved), so a job never
+re-reads the config: `iclrepro train NODE OUT_DIR --data ...` etc. User commands:
+`iclrepro cells` lists planned cells and whether they are done; `iclrepro predict`
+runs a trained cell on a prompt set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from iclrepro.papers import REGISTRY
+
+
+def _run_stage(args) -> None:
+    from iclrepro import plan
+
+    keywords = {key: getattr(args, key) for key in args.stage_args}
+    plan.run(args.node, **keywords)
+
+
+def _claims_table(args) -> None:
+    from iclrepro.evaluation import claims
+
+    claims.write_table(args.inputs, args.out)
+
+
+def _cells(args) -> None:
+    from iclrepro import config, plan, store
+
+    overrides = {key: value for key, value in (("scale", args.scale), ("papers", args.papers)) if value}
+    resolved = config.load(args.config, overrides, Path(args.config).resolve().parent)
+    built = plan.build(resolved)
+    layout = store.Layout(resolved["results"])
+    rows = []
+    for node in built.cells.values():
+        if args.paper and node.paper != args.paper:
+            continue
+        planner = importlib.import_module(REGISTRY[node.paper].planner)
+        status = "done" if Path(layout.done_marker(node)).is_file() else "pending"
+        rows.append((node.id, node.paper, planner.describe(node.spec), status))
+    for row in sorted(rows, key=lambda r: (r[1], r[2])):
+        print("\t".join(row))
+    done = sum(row[3] == "done" for row in rows)
+    print(f"{len(rows)} cells, {done} done, {len(rows) - done} pending", file=sys.stderr)
+
+
+def _predict(args) -> None:
+    from iclrepro import store
+
+    cell = store.read_json(Path(args.cell_dir) / "spec.json")
+    module, _, function = REGISTRY[cell["spec"]["paper"]].predict.partition(":")
+    getattr(importlib.import_module(module), function)(args.cell_dir, args.prompts, args.out)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="iclrepro", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def stage(name, help_text, *arguments):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("node", type=json.loads, help="the planned node, as JSON")
+        names = []
+        for flags, options in arguments:
+            cmd.add_argument(*flags, **options)
+            names.append(options.get("dest") or flags[-1].lstrip("-").replace("-", "_"))
+        cmd.set_defaults(func=_run_stage, stage_args=names)
+
+    out = (("out",), {})
+    results = (("--results",), {"required": True})
+    stage("data", "write a data set", out)
+    stage("train", "train and evaluate a cell", (("out_dir",), {}), (("--data",), {"nargs": "+", "default": []}),
+          (("--threads",), {"type": int, "default": 1}))
+    stage("theory", "write a theory table", out)
+    stage("tidy", "write a figure's tidy data", out, results)
+    stage("draw", "draw a figure", (("tidy",), {}), (("out_png",), {}), (("out_pdf",), {}))
+    stage("claims", "check a paper's claims", out, results)
+
+    table = sub.add_parser("claims-table", help="write the Markdown table of all claim verdicts")
+    table.add_argument("out")
+    table.add_argument("inputs", nargs="+")
+    table.set_defaults(func=_claims_table)
+
+    cells = sub.add_parser("cells", help="list planned cells: id, paper, settings, done or pending")
+    cells.add_argument("--paper", choices=sorted(REGISTRY))
+    cells.add_argument("--config", default="config.yaml")
+    cells.add_argument("--scale", choices=("smoke", "quick", "paper"))
+    cells.add_argument("--papers", help="comma-separated papers (default: the config's)")
+    cells.set_defaults(func=_cells)
+
+    predict = sub.add_parser("predict", help="run a trained cell on prompts: one column per seed")
+    predict.add_argument("cell_dir")
+    predict.add_argument("prompts")
+    predict.add_argument("out")
+    predict.set_defaults(func=_predict)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    from iclrepro.config import ConfigError
+    from iclrepro.plan import PlanError
+    from iclrepro.store import StoreError
+
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, PlanError, StoreError) as err:
+        print(f"iclrepro: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,157 @@
+"""Load, validate and resolve the workflow configuration.
+
+A paper block in `config.yaml` holds the paper-scale values (each with its source) and a
+`scales:` map of overrides; `resolve(config)` deep-merges the chosen scale's overrides
+over the block. Validation runs on every scale of every paper, so a typo anywhere fails
+at parse time with the dotted path of the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCALES = ("smoke", "quick", "paper")
+SCHEMA_PATH = Path("workflow") / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Dicts merge key by key; any other value in `override` replaces the one in `base`."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_schema(workdir: str | Path = ".") -> dict:
+    return yaml.safe_load((Path(workdir) / SCHEMA_PATH).read_text())
+
+
+def _dotted(path) -> str:
+    return ".".join(str(part) for part in path) or "(top level)"
+
+
+def _hint(error: jsonschema.ValidationError) -> str:
+    value = error.instance
+    if error.validator == "type" and isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return " (YAML reads a number without a dot, like 1e-3, as text: write 1.0e-3)"
+    return ""
+
+
+def _raise_first(schema: dict, instance, prefix: tuple, where: str = "") -> None:
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = jsonschema.exceptions.best_match(errors)
+        path = _dotted(prefix + tuple(error.absolute_path))
+        raise ConfigError(f"config {path}{where}: {error.message}{_hint(error)}")
+
+
+def normalise_papers(papers) -> list[str]:
+    """Accept a list or a comma-separated string (as `--config papers=a,b` gives)."""
+    if isinstance(papers, str):
+        papers = [name.strip() for name in papers.split(",") if name.strip()]
+    return list(papers)
+
+
+def paper_schema(schema: dict, paper: str) -> dict:
+    """A root schema for one paper block (its $refs resolve against the full schema)."""
+    return {"$defs": schema["$defs"], "$ref": f"#/$defs/papers/{paper}"}
+
+
+def merged_block(block: dict, scale: str) -> dict:
+    base = {key: value for key, value in block.items() if key != "scales"}
+    return deep_merge(base, (block.get("scales") or {}).get(scale) or {})
+
+
+def validate(config: dict, schema: dict) -> None:
+    """Check the whole config, every scale of every paper block included."""
+    config = dict(config, papers=normalise_papers(config.get("papers", [])))
+    _raise_first(schema, config, ())
+    for paper in config["papers"]:
+        if paper not in config:
+            raise ConfigError(f"config papers: {paper!r} is selected but has no `{paper}:` block")
+    for paper in schema["$defs"]["papers"]:
+        block = config.get(paper)
+        for scale in (block or {}).get("scales") or {}:
+            _raise_first(paper_schema(schema, paper), merged_block(block, scale), (paper,), f" (scale {scale})")
+
+
+def coerce(value, schema: dict, root: dict):
+    """Give numbers the type the schema declares (YAML's 1 and 1.0 must hash alike)."""
+    while "$ref" in schema:
+        rest = {key: item for key, item in schema.items() if key != "$ref"}
+        schema = {**_follow(schema["$ref"], root), **rest}
+    for part in schema.get("allOf", []):
+        value = coerce(value, part, root)
+    kind = schema.get("type")
+    if kind == "integer" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if kind == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, dict):
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        return {key: coerce(item, properties.get(key, extra if isinstance(extra, dict) else {}), root)
+                for key, item in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [coerce(item, schema["items"], root) for item in value]
+    return value
+
+
+def _follow(ref: str, root: dict) -> dict:
+    node = root
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def resolve(config: dict, schema: dict) -> dict:
+    """Config with each selected paper's block merged for the chosen scale, numbers typed."""
+    resolved = {key: value for key, value in config.items() if not isinstance(value, dict)}
+    resolved["papers"] = normalise_papers(config["papers"])
+    for paper in resolved["papers"]:
+        resolved[paper] = merged_block(config[paper], config["scale"])
+    return coerce(resolved, schema, schema)
+
+
+def check_results_dir(results: str) -> str:
+    """The results directory must be a plain relative path (no traversal, no absolute path)."""
+    path = Path(results)
+    if path.is_absolute() or ".." in path.parts or not re.fullmatch(r"[\w./-]+", results):
+        raise ConfigError(f"config results: {results!r} must be a relative path without '..'")
+    return results
+
+
+def load(config_path: str | Path = "config.yaml", overrides: dict | None = None,
+         workdir: str | Path = ".") -> dict:
+    """Read, override, validate and resolve a config file (what the CLI's planner uses)."""
+    path = Path(config_path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    return check_and_resolve(deep_merge(config or {}, overrides or {}), load_schema(workdir))
+
+
+def check_and_resolve(config: dict, schema: dict) -> dict:
+    """Validate a raw config (as Snakemake holds it) and resolve it for its scale."""
+    validate(config, schema)
+    check_results_dir(config["results"])
+    return resolve(config, schema)

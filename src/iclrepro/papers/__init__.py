@@ -1,0 +1,37 @@
+"""Registry of implemented papers: where each stage of a paper is implemented.
+
+Each entry names `module:function` per stage. The planner module (`iclrepro.papers.<id>`)
+turns the paper's resolved config block into nodes; the stage functions do the work
+inside jobs. A node's id fingerprints only the source its stage function imports, so
+stage modules keep their imports narrow (a figure module never imports training code).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PaperStages:
+    planner: str  # module with nodes(config) -> list[Node] and describe(cell spec) -> str
+    data: str     # (spec, id, out) -> None: write a test or training set
+    train: str    # (spec, id, data, out_dir, threads) -> None: train + evaluate a cell
+    predict: str  # (cell_dir, prompts, out) -> None: run a trained cell on a prompt set
+    theory: str   # (spec, id, out) -> None: closed forms / reference algorithms
+    tidy: str     # (spec, id, results, out) -> None: a figure's tidy data
+    draw: str     # (spec, id, tidy, out_png, out_pdf) -> None: draw a figure
+    claims: str   # (spec, id, results, out) -> None: the paper's claim verdicts
+
+
+REGISTRY: dict[str, PaperStages] = {
+    "cui2024": PaperStages(
+        planner="iclrepro.papers.cui2024",
+        data="iclrepro.tasks.cui2024:write_test_set",
+        train="iclrepro.training.cui2024:train_cell",
+        predict="iclrepro.evaluation.cui2024:predict",
+        theory="iclrepro.theory.cui2024:write",
+        tidy="iclrepro.evaluation.cui2024:tidy",
+        draw="iclrepro.figures.cui2024:draw",
+        claims="iclrepro.evaluation.cui2024:claims",
+    ),
+}

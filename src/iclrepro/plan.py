@@ -1,0 +1,108 @@
+"""Turn the resolved config into the content-addressed DAG the Snakefile runs.
+
+A `Node` is one unit of work: a test set, a training cell, a theory table, a figure's
+tidy data, its drawing, a paper's claims. Each paper module (`iclrepro.papers.<id>`)
+declares which nodes its figures need; this module gives them ids and paths.
+
+Ids: data sets and cells live at paths keyed by `content_id(spec, fingerprint(stage
+module))`, so a changed setting or stage source makes new paths only for what it touches.
+Named outputs (theory, figures, claims) keep readable paths and carry a `version` (the
+same hash over their spec and inputs) that the rules pass as a param, so Snakemake
+reruns them exactly when it changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from iclrepro import store
+from iclrepro.papers import REGISTRY
+
+STAGES = ("data", "train", "theory", "tidy", "draw", "claims")
+
+
+class PlanError(ValueError):
+    """The config asks for something the planner cannot build; the message names it."""
+
+
+@dataclass(frozen=True)
+class Node:
+    stage: str
+    paper: str
+    spec: dict = field(compare=False, hash=False)
+    name: str | None = None   # readable name of theory/tidy/draw outputs
+    inputs: tuple["Node", ...] = field(default=(), compare=False, hash=False)
+    id: str = ""
+
+    def entry(self) -> str:
+        """'module:function' that runs this node (declared by the paper module)."""
+        return getattr(REGISTRY[self.paper], self.stage)
+
+    def payload(self) -> dict:
+        """What the job receives: everything needed to run it without re-planning."""
+        return {"stage": self.stage, "paper": self.paper, "name": self.name,
+                "id": self.id, "spec": self.spec}
+
+
+def make(stage: str, paper: str, spec: dict, name: str | None = None,
+         inputs: tuple[Node, ...] = ()) -> Node:
+    """A node whose id hashes its spec, its inputs' ids and its stage's source."""
+    node = Node(stage, paper, spec, name, tuple(inputs))
+    module = node.entry().partition(":")[0]
+    keyed = {"spec": spec, "inputs": sorted(i.id for i in inputs), "name": name}
+    return Node(stage, paper, spec, name, tuple(inputs), store.content_id(keyed, store.fingerprint(module)))
+
+
+def run(payload: dict, **kwargs):
+    """Call a node's stage function (used by the CLI inside a job)."""
+    node = Node(payload["stage"], payload["paper"], payload["spec"], payload["name"], id=payload["id"])
+    module, _, function = node.entry().partition(":")
+    return getattr(importlib.import_module(module), function)(node.spec, node.id, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# The plan
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """Every node of the selected papers, by stage; identical nodes are kept once."""
+
+    layout: store.Layout
+    nodes: dict[str, dict[str, Node]] = field(default_factory=lambda: {s: {} for s in STAGES})
+
+    def add(self, node: Node) -> None:
+        for upstream in node.inputs:
+            self.add(upstream)
+        self.nodes[node.stage].setdefault(self.key(node), node)
+
+    @staticmethod
+    def key(node: Node) -> str:
+        """Content-addressed stages are keyed by id, named ones by paper/name."""
+        return node.id if node.stage in ("data", "train") else f"{node.paper}/{node.name}"
+
+    def get(self, stage: str, key: str) -> Node:
+        return self.nodes[stage][key]
+
+    @property
+    def cells(self) -> dict[str, Node]:
+        return self.nodes["train"]
+
+    def targets(self) -> list[str]:
+        """Every figure (png, pdf, tidy parquet) and claims file, plus the claims table."""
+        paths = []
+        for node in self.nodes["draw"].values():
+            paths += self.layout.outputs(node) + self.layout.input_paths(node)
+        paths += [self.layout.claims(node.paper) for node in self.nodes["claims"].values()]
+        return paths + [self.layout.claims_table()]
+
+
+def build(config: dict) -> Plan:
+    """The plan of every selected paper under the resolved config."""
+    plan = Plan(store.Layout(config["results"]))
+    for paper in config["papers"]:
+        planner = importlib.import_module(REGISTRY[paper].planner)
+        for node in planner.nodes(config):
+            plan.add(node)
+    return plan

@@ -1,0 +1,281 @@
+"""Content-addressed store: ids, source fingerprints, atomic writes, checked readers.
+
+Every result lives under a path keyed by an id: the hash of its fully resolved spec
+together with a fingerprint of the package source the producing stage imports
+(DESIGN §3). Writers go through a temporary file and an atomic rename, so a killed job
+never leaves a file that a later run mistakes for a finished one.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import functools
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+ID_LENGTH = 16
+SPEC_METADATA_KEY = b"iclrepro.spec"
+ID_METADATA_KEY = b"iclrepro.id"
+
+
+class StoreError(RuntimeError):
+    """A stored file is missing, unreadable or does not match what was asked for."""
+
+
+def canonical_json(obj) -> str:
+    """JSON with sorted keys and no whitespace: equal specs give equal text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def digest(text: str, length: int = ID_LENGTH) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def content_id(spec: dict, fingerprint: str) -> str:
+    """Id of a stored result: its resolved spec plus the source fingerprint of its stage."""
+    return digest(canonical_json({"spec": spec, "source": fingerprint}))
+
+
+# ---------------------------------------------------------------------------
+# Source fingerprints
+# ---------------------------------------------------------------------------
+
+def _module_file(module: str) -> Path | None:
+    parts = module.split(".")
+    if parts[0] != "iclrepro":
+        return None
+    base = PACKAGE_ROOT.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(path: Path, module: str) -> set[str]:
+    """Names of the iclrepro modules that one source file imports (absolute or relative)."""
+    is_package = path.name == "__init__.py"
+    package = module if is_package else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.startswith("iclrepro")}
+
+
+@functools.cache
+def source_closure(module: str) -> tuple[Path, ...]:
+    """Source files of `module` and of every iclrepro module it imports, transitively."""
+    seen: dict[str, Path] = {}
+    stack = [module]
+    while stack:
+        name = stack.pop()
+        path = _module_file(name)
+        if path is None or name in seen:
+            continue
+        seen[name] = path
+        stack.extend(_imported_modules(path, name))
+        # importing a.b.c runs a/__init__.py and a/b/__init__.py too
+        parent = name.rpartition(".")[0]
+        if parent:
+            stack.append(parent)
+    if module not in seen:
+        raise StoreError(f"no source file for module {module!r}")
+    return tuple(sorted(set(seen.values())))
+
+
+@functools.cache
+def fingerprint(module: str) -> str:
+    """Hash of the source a stage depends on: changes to other modules leave it unchanged."""
+    h = hashlib.sha256()
+    for path in source_closure(module):
+        h.update(str(path.relative_to(PACKAGE_ROOT)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:ID_LENGTH]
+
+
+# ---------------------------------------------------------------------------
+# Paths of the store, under the results directory
+# ---------------------------------------------------------------------------
+
+CELL_FILES = ("spec.json", "model.pt", "train.parquet", "metrics.parquet")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each kind of node writes, under the results directory."""
+
+    root: str
+
+    def data(self, node_id: str) -> str:
+        return f"{self.root}/data/{node_id}.parquet"
+
+    def cell_dir(self, node_id: str) -> str:
+        return f"{self.root}/cells/{node_id}"
+
+    def cell(self, node_id: str, file: str = "metrics.parquet") -> str:
+        return f"{self.cell_dir(node_id)}/{file}"
+
+    def theory(self, paper: str, name: str) -> str:
+        return f"{self.root}/theory/{paper}/{name}.parquet"
+
+    def tidy(self, paper: str, name: str) -> str:
+        return f"{self.root}/figures/{paper}/{name}.parquet"
+
+    def figure(self, paper: str, name: str, ext: str) -> str:
+        return f"{self.root}/figures/{paper}/{name}.{ext}"
+
+    def claims(self, paper: str) -> str:
+        return f"{self.root}/claims/{paper}.parquet"
+
+    def claims_table(self) -> str:
+        return f"{self.root}/claims.md"
+
+    def outputs(self, node) -> list[str]:
+        """The files a node produces (the last one is written last: its presence means done)."""
+        if node.stage == "data":
+            return [self.data(node.id)]
+        if node.stage == "train":
+            return [self.cell(node.id, file) for file in CELL_FILES]
+        if node.stage == "theory":
+            return [self.theory(node.paper, node.name)]
+        if node.stage == "tidy":
+            return [self.tidy(node.paper, node.name)]
+        if node.stage == "draw":
+            return [self.figure(node.paper, node.name, ext) for ext in ("png", "pdf")]
+        return [self.claims(node.paper)]
+
+    def done_marker(self, node) -> str:
+        return self.outputs(node)[-1]
+
+    def input_paths(self, node) -> list[str]:
+        return [self.done_marker(i) for i in node.inputs]
+
+
+# ---------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(obj, path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreError(f"{path}: not valid JSON ({err})") from None
+
+
+# ---------------------------------------------------------------------------
+# Parquet with the generating spec in the file's key-value metadata
+# ---------------------------------------------------------------------------
+
+def write_parquet(table: pa.Table, path, spec: dict | None = None, content: str | None = None):
+    """Write `table` atomically, recording `spec` (and its id `content`) in the metadata."""
+    metadata = dict(table.schema.metadata or {})
+    if spec is not None:
+        metadata[SPEC_METADATA_KEY] = canonical_json(spec).encode()
+    if content is not None:
+        metadata[ID_METADATA_KEY] = content.encode()
+    table = table.replace_schema_metadata(metadata)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_parquet(path, content: str | None = None) -> pa.Table:
+    """Read a Parquet file, checking that its metadata id equals `content` when given.
+
+    Raises StoreError naming the file when it is missing, corrupted, or does not match.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: missing")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise StoreError(f"{path}: unreadable Parquet ({err})") from None
+    if content is not None:
+        stored = (table.schema.metadata or {}).get(ID_METADATA_KEY, b"").decode()
+        if stored != content:
+            raise StoreError(f"{path}: metadata id {stored or '(none)'} does not match {content}")
+    return table
+
+
+def check_columns(table: pa.Table, schema: pa.Schema, path) -> None:
+    """Raise StoreError naming `path` unless `table` has every column of `schema`, typed alike."""
+    for field in schema:
+        if field.name not in table.schema.names:
+            raise StoreError(f"{path}: column {field.name!r} missing")
+        actual = table.schema.field(field.name).type
+        if actual != field.type:
+            raise StoreError(f"{path}: column {field.name!r} has type {actual}, expected {field.type}")
+
+
+def parquet_spec(table: pa.Table, path) -> dict:
+    """The generating spec stored in a table's metadata."""
+    raw = (table.schema.metadata or {}).get(SPEC_METADATA_KEY)
+    if raw is None:
+        raise StoreError(f"{path}: no generating spec in the Parquet metadata")
+    return json.loads(raw)
+
+
+# ---------------------------------------------------------------------------
+# Model files: plain state dicts and the spec, loadable with weights_only=True
+# ---------------------------------------------------------------------------
+
+def save_model(state: dict, spec: dict, path) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save({"spec": canonical_json(spec), "state": state}, tmp)
+
+
+def load_model(path) -> tuple[dict, dict]:
+    """Return (state, spec) of a model file; never unpickles arbitrary objects."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: missing")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        return blob["state"], json.loads(blob["spec"])
+    except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as err:
+        raise StoreError(f"{path}: unreadable model file ({err})") from None
