@@ -1,0 +1,332 @@
+"""cui2024 evaluation: tidy figure data (trained, theory, baselines) and the claim checks.
+
+Tidy rows share one schema: scenario, family, d, sigma2, signal, series, source
+(trained | theory | baseline), H, p, D, seed (-1 for non-trained rows), mse, excess,
+d_excess (= D x excess, the quantity that tends to the constant C). The excess risk is
+measured against the clean target w.x_q (E(yhat - w.x_q)^2, unbiased for MSE - sigma^2
+but free of the label-noise variance), which matters at large D. F4 adds rows with
+part == "kq": the learned x-block of W^KQ next to Sigma^{-1}, both unit Frobenius norm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from iclrepro import store
+from iclrepro.baselines import regression
+from iclrepro.evaluation import claims as verdicts
+from iclrepro.models import cui2024 as models
+from iclrepro.tasks import cui2024 as tasks
+
+PAPER = "cui2024"
+
+
+# ---------------------------------------------------------------------------
+# Rows of the tidy tables
+# ---------------------------------------------------------------------------
+
+def scenario_columns(spec: dict, name: str) -> dict:
+    scenario = tasks.Scenario(**spec["scenarios"][name])
+    return {"scenario": name, "family": scenario.family, "d": scenario.d, "sigma2": scenario.sigma2,
+            "signal": scenario.signal}
+
+
+def trained_rows(spec: dict, layout: store.Layout) -> pd.DataFrame:
+    frames = []
+    for entry in spec["cells"]:
+        metrics = store.read_parquet(layout.cell(entry["cell"]), content=entry["cell"]).to_pandas()
+        labels = {key: value for key, value in entry.items() if key not in ("cell", "D", "scenario")}
+        frame = metrics[["seed", "D", "mse", "excess"]].assign(
+            **scenario_columns(spec, entry["scenario"]), **labels, source="trained", cell=entry["cell"])
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def theory_constants(spec: dict, layout: store.Layout) -> dict[str, dict]:
+    return {scenario: store.read_parquet(layout.theory(PAPER, name)).to_pandas().iloc[0].to_dict()
+            for scenario, name in spec["theory"].items()}
+
+
+def theory_rows(spec: dict, layout: store.Layout, D_values) -> pd.DataFrame:
+    rows = []
+    for scenario, const in theory_constants(spec, layout).items():
+        for series, C in (("SH theory", const["C_SH"]), ("MH theory", const["C_MH"])):
+            for D in D_values:
+                rows.append({**scenario_columns(spec, scenario), "series": series, "D": D, "seed": -1,
+                             "source": "theory", "excess": C / D, "mse": const["sigma2"] + C / D})
+    return pd.DataFrame(rows)
+
+
+def baseline_predictions(scenario: tasks.Scenario, prompts: dict) -> dict[str, torch.Tensor]:
+    """Reference predictors on one test set, where they are informative.
+
+    One-step GD (= linear attention, Sigma^{-1}-preconditioned for correlated x) always;
+    OLS and the Bayes posterior mean only where they are not exact (noise, or D < d):
+    a zero excess loss has no place on a log axis.
+    """
+    x, y = prompts["x"].double(), prompts["y"].double()
+    x_ctx, y_ctx, x_q = x[:, :-1], y[:, :-1], x[:, -1]
+    D = x_ctx.shape[1]
+    precondition = torch.linalg.inv(torch.as_tensor(scenario.covariance())) if scenario.family == "correlated" else None
+    gd = regression.one_step_gd(x_ctx, y_ctx, x_q, precondition)
+    found = {"GD-1 (linear attention)": regression.fitted_scale(gd, y[:, -1]) * gd}
+    noisy = scenario.sigma2 > 0
+    if noisy and D > scenario.d + 1:
+        found["OLS"] = regression.ols(x_ctx, y_ctx, x_q)
+    if scenario.family == "prior" and (noisy or D < scenario.d):
+        mean = torch.as_tensor(scenario.prior_mean())
+        found["Bayes posterior mean"] = regression.posterior_mean(
+            x_ctx, y_ctx, x_q, mean, scenario.tau**2 / scenario.d, scenario.sigma2)
+    return found
+
+
+def baseline_rows(spec: dict, layout: store.Layout) -> pd.DataFrame:
+    rows = []
+    seen = set()
+    for entry in spec["cells"]:
+        data_id = spec["data"][entry["cell"]]
+        if data_id in seen:
+            continue
+        seen.add(data_id)
+        scenario = tasks.Scenario(**spec["scenarios"][entry["scenario"]])
+        _, prompts = tasks.read_test_set(layout.data(data_id), content=data_id)
+        target = prompts["y"][:, -1].double()
+        clean = (prompts["w"].double() * prompts["x"][:, -1].double()).sum(-1)
+        for series, prediction in baseline_predictions(scenario, prompts).items():
+            rows.append({**scenario_columns(spec, entry["scenario"]), "series": series, "D": entry["D"],
+                         "seed": -1, "source": "baseline", "mse": float(((prediction - target) ** 2).mean()),
+                         "excess": float(((prediction - clean) ** 2).mean())})
+    return pd.DataFrame(rows)
+
+
+def kq_rows(spec: dict, layout: store.Layout, series: str) -> pd.DataFrame:
+    """Learned x-block of W^KQ (seed 0, largest D) beside Sigma^{-1}, per scenario (F4)."""
+    rows = []
+    for scenario in sorted({e["scenario"] for e in spec["cells"]}):
+        entries = [e for e in spec["cells"] if e["scenario"] == scenario and e["series"] == series]
+        entry = max(entries, key=lambda e: e["D"])
+        cell_spec, model = models.load_cell(layout.cell_dir(entry["cell"]))
+        d = cell_spec["scenario"]["d"]
+        with torch.no_grad():
+            learned = model.kq()[0, 0, :d, :d].double()
+        target = torch.linalg.inv(torch.as_tensor(tasks.Scenario(**spec["scenarios"][scenario]).covariance()))
+        for label, matrix in ((f"learned A ({series}, D={entry['D']})", learned), ("Sigma^-1", target)):
+            matrix = matrix / matrix.norm() * torch.sign(torch.trace(matrix))
+            for i in range(d):
+                for j in range(d):
+                    rows.append({**scenario_columns(spec, scenario), "part": "kq", "matrix": label,
+                                 "i": i, "j": j, "value": float(matrix[i, j])})
+    return pd.DataFrame(rows)
+
+
+def sweep(spec: dict, layout: store.Layout) -> pd.DataFrame:
+    trained = trained_rows(spec, layout)
+    frame = pd.concat([trained, theory_rows(spec, layout, sorted(trained["D"].unique())),
+                       baseline_rows(spec, layout)], ignore_index=True)
+    frame["part"] = "loss"
+    if spec.get("kq_heatmap"):
+        frame = pd.concat([frame, kq_rows(spec, layout, spec["kq_heatmap"])], ignore_index=True)
+    return finish(frame)
+
+
+def embedding(spec: dict, layout: store.Layout) -> pd.DataFrame:
+    trained = trained_rows(spec, layout)
+    theory = theory_rows(spec, layout, sorted(trained["D"].unique()))
+    frame = pd.concat([trained, theory], ignore_index=True).assign(part="loss")
+    frame["two_d"] = spec["two_d"]
+    return finish(frame)
+
+
+def finish(frame: pd.DataFrame) -> pd.DataFrame:
+    if "D" in frame:
+        frame["d_excess"] = frame["D"] * frame["excess"]
+    return frame.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------
+# T1: fitted slopes and constants
+# ---------------------------------------------------------------------------
+
+def loglog_slope(D: np.ndarray, excess: np.ndarray) -> float:
+    """Least-squares slope of log(excess) against log(D); NaN with fewer than two D."""
+    if len(np.unique(D)) < 2 or np.any(excess <= 0):
+        return float("nan")
+    return float(np.polyfit(np.log(D), np.log(excess), 1)[0])
+
+
+def table(spec: dict, layout: store.Layout) -> pd.DataFrame:
+    trained = trained_rows(spec, layout)
+    constants = theory_constants(spec, layout)
+    rows = []
+    for (scenario, series), group in trained.groupby(["scenario", "series"], sort=True):
+        means = group.groupby("D")["excess"].mean()
+        fit = means[means.index >= spec["min_D"]]
+        H = int(group["H"].iloc[0])
+        C_theory = constants[scenario]["C_SH" if H == 1 else "C_MH"]
+        C_fit = float((fit.index * fit).mean()) if len(fit) else float("nan")
+        rows.append({**scenario_columns(spec, scenario), "series": series, "H": H,
+                     "slope": loglog_slope(fit.index.to_numpy(), fit.to_numpy()),
+                     "C_fit": C_fit, "C_theory": C_theory, "C_ratio": C_fit / C_theory,
+                     "theory_SH_over_MH": constants[scenario]["ratio"], "D_fitted": len(fit)})
+    return pd.DataFrame(rows)
+
+
+KINDS = {"sweep": sweep, "embedding": embedding, "table": table}
+
+
+def tidy(spec: dict, node_id: str, results: str, out: str) -> None:
+    """Tidy stage: one figure's data as Parquet (what its drawing shows)."""
+    frame = KINDS[spec["kind"]](spec, store.Layout(results))
+    store.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), out, spec=spec, content=node_id)
+
+
+def predict(cell_dir: str, prompts_path: str, out: str) -> None:
+    """Run a trained cell's seeds on a prompt set in the task's schema: one column per seed."""
+    spec, model = models.load_cell(cell_dir)
+    prompt_spec, prompts = tasks.read_test_set(prompts_path)
+    if prompt_spec["scenario"]["d"] != spec["scenario"]["d"]:
+        raise store.StoreError(f"{prompts_path}: prompts have d={prompt_spec['scenario']['d']}, "
+                               f"the cell was trained with d={spec['scenario']['d']}")
+    predictions = models.predict(model, prompts).numpy()
+    columns = {"y_query": prompts["y"][:, -1].numpy()}
+    columns.update({f"seed_{seed}": predictions[i] for i, seed in enumerate(spec["seeds"])})
+    store.write_parquet(pa.table(columns), out, spec={"cell": spec, "prompts": prompt_spec})
+
+
+# ---------------------------------------------------------------------------
+# Claims (spec §2, §6) on the tidy data
+# ---------------------------------------------------------------------------
+
+def mean_mse(frame: pd.DataFrame, **labels) -> pd.Series:
+    """Mean over seeds of the trained MSE by D, for rows matching `labels`."""
+    rows = frame[(frame["source"] == "trained")]
+    for key, value in labels.items():
+        rows = rows[rows[key] == value]
+    if rows.empty:
+        raise KeyError(f"no trained rows for {labels}")
+    return rows.groupby("D")["mse"].mean()
+
+
+def series_ratio(frame: pd.DataFrame, scenario: str, numerator: str, denominator: str) -> pd.Series:
+    """Mean-MSE ratio numerator/denominator by D, over the D both series have."""
+    top = mean_mse(frame, scenario=scenario, series=numerator)
+    return (top / mean_mse(frame, scenario=scenario, series=denominator)).dropna()
+
+
+def claim_mh_below_sh(figs, cfg) -> list[verdicts.Claim]:
+    f1 = figs["F1"]
+    worst = max(series_ratio(f1, s, cfg["mh_series"], cfg["sh_series"]).max() for s in f1["scenario"].unique())
+    return [verdicts.Claim(
+        "mh_below_sh", "F1", f"{cfg['mh_series']} (p >= 2d) has a lower test MSE than {cfg['sh_series']} at every D",
+        worst, "largest MH/SH MSE ratio < 1", worst < 1)]
+
+
+def claims_slope_and_constant(figs, cfg) -> list[verdicts.Claim]:
+    found = []
+    t1 = figs["T1"]
+    low, high = cfg["slope_range"]
+    f1 = figs["F1"]
+    scenario = cfg["reference_scenario"]
+    for series in (cfg["sh_series"], cfg["mh_series"]):
+        row = t1[(t1["scenario"] == scenario) & (t1["series"] == series)].iloc[0]
+        found.append(verdicts.Claim(
+            f"slope_{series}", "T1",
+            f"log-log slope of excess loss vs D ({series}, {scenario}, D >= {cfg['slope_min_D']})",
+            row["slope"], f"in [{low}, {high}]", verdicts.within(row["slope"], low, high)))
+        rows = f1[(f1["scenario"] == scenario) & (f1["series"] == series) & (f1["source"] == "trained")]
+        largest = rows["D"].max()
+        measured = rows[rows["D"] == largest]["d_excess"].mean() / row["C_theory"] - 1
+        tol = cfg["constant_tolerance"]
+        found.append(verdicts.Claim(
+            f"constant_{series}", "F1", f"D x excess at D={largest} ({series}, {scenario}) vs the theory constant",
+            measured, f"relative deviation within +/-{tol}", abs(measured) <= tol))
+    return found
+
+
+def claim_ratio_vs_theory(figs, cfg) -> list[verdicts.Claim]:
+    f1, t1 = figs["F1"], figs["T1"]
+    scenario = cfg["reference_scenario"]
+    ratio = 1 / series_ratio(f1, scenario, cfg["mh_series"], cfg["sh_series"])
+    theory = t1[t1["scenario"] == scenario]["theory_SH_over_MH"].iloc[0]
+    normalised = (ratio[ratio.index >= cfg["slope_min_D"]] / theory).to_numpy()
+    low, high = cfg["ratio_band"]
+    worst = normalised[np.argmax(np.maximum(low / normalised, normalised / high))]
+    return [verdicts.Claim(
+        "sh_over_mh_vs_theory", "F1", f"SH/MH MSE ratio at D >= {cfg['slope_min_D']} over the theory ratio C_SH/C_MH",
+        float(worst), f"every D in [{low}, {high}] (worst shown)",
+        bool(np.all((normalised >= low) & (normalised <= high))))]
+
+
+def claim_small_p(figs, cfg) -> list[verdicts.Claim]:
+    f2 = figs["F2"]
+    trained = f2[f2["source"] == "trained"]
+    mean = trained.groupby(["p", "H"])["mse"].mean()
+    two_d = int(f2["two_d"].iloc[0])
+    ratios = [mean[(p, H)] / mean[(p, 1)] for p, H in mean.index if H > 1 and p < two_d and (p, 1) in mean.index]
+    measured = min(ratios) if ratios else float("nan")
+    bound = cfg["not_better_min_ratio"]
+    return [verdicts.Claim(
+        "mh_not_better_small_p", "F2", "with p < 2d, multi-head is not better than single-head at the same p",
+        measured, f"smallest MH/SH MSE ratio >= {bound}", not np.isnan(measured) and measured >= bound)]
+
+
+def claim_local(figs, cfg) -> list[verdicts.Claim]:
+    base = 1 / series_ratio(figs["F1"], cfg["reference_scenario"], cfg["mh_series"], cfg["sh_series"])
+    f5 = figs["F5"]
+    worst = 0.0
+    for scenario in f5["scenario"].unique():
+        local = 1 / series_ratio(f5, scenario, cfg["mh_series"], cfg["sh_series"])
+        D = max(set(local.index) & set(base.index))
+        worst = max(worst, local[D] / base[D])
+    return [verdicts.Claim(
+        "local_gap_shrinks", "F5", "the SH/MH loss ratio is smaller for local examples than in the base scenario",
+        worst, "(SH/MH local) / (SH/MH base) at the largest shared D < 1", worst < 1)]
+
+
+def claim_prior(figs, cfg) -> list[verdicts.Claim]:
+    f1, f6 = figs["F1"], figs["F6"]
+    reference = cfg["reference_scenario"]
+    worst = float("inf")
+    for scenario in f6["scenario"].unique():
+        for series in (cfg["sh_series"], cfg["mh_series"]):
+            # noiseless losses scale with E||w||^2: a prior-free model at the prior's signal
+            scale = signal_of(f6, scenario) / signal_of(f1, reference)
+            without = mean_mse(f1, scenario=reference, series=series) * scale
+            gain = (without / mean_mse(f6, scenario=scenario, series=series)).dropna()
+            worst = min(worst, gain.iloc[0] / gain.iloc[-1] if gain.iloc[0] > 1 else 0.0)
+    return [verdicts.Claim(
+        "prior_helps_small_D", "F6", "a prior over w lowers the loss most at small D (gain over a prior-free model)",
+        worst, "gain at the smallest D > 1 and > gain at the largest D (ratio shown)", worst > 1)]
+
+
+def signal_of(frame: pd.DataFrame, scenario: str) -> float:
+    return float(frame[frame["scenario"] == scenario]["signal"].iloc[0])
+
+
+def claim_kq(figs, cfg) -> list[verdicts.Claim]:
+    kq = figs["F4"][figs["F4"]["part"] == "kq"]
+    cosines = []
+    for _, group in kq.groupby("scenario"):
+        learned = group[group["matrix"] != "Sigma^-1"].sort_values(["i", "j"])["value"].to_numpy()
+        target = group[group["matrix"] == "Sigma^-1"].sort_values(["i", "j"])["value"].to_numpy()
+        cosines.append(float(learned @ target))
+    measured = min(cosines)
+    bound = cfg["kq_cosine_min"]
+    return [verdicts.Claim(
+        "kq_aligned_with_sigma_inv", "F4", "the learned single-head W^KQ x-block aligns with Sigma^{-1} (correlated x)",
+        measured, f"cosine > {bound}", measured > bound)]
+
+
+CLAIMS = (claim_mh_below_sh, claims_slope_and_constant, claim_ratio_vs_theory, claim_small_p,
+          claim_local, claim_prior, claim_kq)
+
+
+def claims(spec: dict, node_id: str, results: str, out: str) -> None:
+    """Claims stage: check every claim on the tidy figure data."""
+    layout = store.Layout(results)
+    figs = {name: store.read_parquet(layout.tidy(PAPER, name)).to_pandas() for name in spec["figures"]}
+    found = [claim for check in CLAIMS for claim in check(figs, spec["claims"])]
+    verdicts.write(PAPER, found, spec, node_id, out)

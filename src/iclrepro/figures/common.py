@@ -1,0 +1,57 @@
+"""Shared drawing setup: a fixed non-interactive backend, one theme, atomic deterministic saves."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # never open a window; identical output on every machine
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter  # noqa: E402
+
+from iclrepro import store  # noqa: E402
+
+TRAINED, THEORY, BASELINE = "trained", "theory", "baseline"
+
+
+def read_tidy(path) -> pd.DataFrame:
+    return store.read_parquet(path).to_pandas()
+
+
+def panels(ncols: int, nrows: int = 1, width: float = 4.0, height: float = 3.2):
+    sns.set_theme(context="paper", style="whitegrid")
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    return fig, axes
+
+
+def save(fig, out_png, out_pdf) -> None:
+    """Write PNG and PDF atomically; the PDF carries no creation date so reruns are identical."""
+    fig.tight_layout()
+    with store.atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=150)
+    with store.atomic_path(out_pdf) as tmp:
+        fig.savefig(tmp, format="pdf", metadata={"CreationDate": None})
+    plt.close(fig)
+
+
+def seed_bars(ax, rows: pd.DataFrame, x: str, y: str, hue: str, **kwargs) -> None:
+    """Trained models: mean over seeds with +/-1 sd error bars, one marker line per hue."""
+    sns.lineplot(data=rows, x=x, y=y, hue=hue, style=hue, markers=True, dashes=False,
+                 errorbar="sd", err_style="bars", ax=ax, **kwargs)
+
+
+def reference_lines(ax, rows: pd.DataFrame, x: str, y: str, label: str, linestyle: str) -> None:
+    """Theory (dashed) or baseline (dotted) curves, one per series, in neutral colours."""
+    for index, (series, group) in enumerate(rows.groupby(label, sort=True)):
+        group = group.sort_values(x)
+        ax.plot(group[x], group[y], linestyle=linestyle, color=f"C{7 + index % 3}", label=series)
+
+
+def log_ticks(ax, values) -> None:
+    """Log x-axis labelled with the grid's own values (e.g. the D grid), not powers of ten."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(values))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())

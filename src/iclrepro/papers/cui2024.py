@@ -1,0 +1,148 @@
+"""Experiment design of cui2024: which cells, test sets and theory each figure needs.
+
+Figures (spec §4): F1 (loss vs D, full models), F1b (D x excess of the same runs),
+F2 (loss vs embedding dimension p per head count), F3-F6 (noisy labels, correlated
+features, local examples, prior knowledge; reduced models) and the table T1 of fitted
+slopes and constants over F1 and F3-F6. One cell = one model setting at one
+(scenario, D) with all its seeds; a cell shared by two figures is planned once.
+"""
+
+from __future__ import annotations
+
+from iclrepro import plan
+from iclrepro.tasks.cui2024 import Scenario
+
+PAPER = "cui2024"
+SWEEPS = ("F1", "F3", "F4", "F5", "F6")   # loss vs D over scenarios and model series
+
+
+def scenario_spec(block: dict, name: str) -> dict:
+    if name not in block["scenarios"]:
+        raise plan.PlanError(f"config {PAPER}: unknown scenario {name!r} "
+                             f"(defined: {', '.join(sorted(block['scenarios']))})")
+    settings = dict(block["scenarios"][name])
+    if settings.get("tau") is None:
+        settings.setdefault("W", block["W"])
+    try:
+        return Scenario(**settings).to_spec()
+    except (TypeError, ValueError) as err:
+        raise plan.PlanError(f"config {PAPER}.scenarios.{name}: {err}") from None
+
+
+class Planner:
+    def __init__(self, config: dict):
+        self.block = config[PAPER]
+        self.accelerator = config["accelerator"]
+        self.theory_nodes: dict[str, plan.Node] = {}
+
+    def test_set(self, scenario: dict, D: int) -> plan.Node:
+        spec = {"paper": PAPER, "scenario": scenario, "D": D,
+                "prompts": self.block["test_prompts"], "seed": self.block["test_seed"]}
+        return plan.make("data", PAPER, spec)
+
+    def cell(self, scenario: dict, D: int, model: dict) -> plan.Node:
+        training = self.block["training"]
+        test = self.test_set(scenario, D)
+        model = {**self.block["model"], **model}
+        if model["param"] == "reduced":
+            model.pop("p", None)
+        spec = {"paper": PAPER, "scenario": scenario, "D": D, "model": model,
+                "seeds": list(range(training["seeds"])), "test": test.id, "device": self.accelerator,
+                "training": {"batch": training["batch"], "optimisation": {
+                    "steps": training["steps"], "lr": training["lr"][model["param"]],
+                    "decay_fraction": training["decay_fraction"]}}}
+        return plan.make("train", PAPER, spec, inputs=(test,))
+
+    def theory(self, name: str) -> plan.Node:
+        if name not in self.theory_nodes:
+            spec = {"scenario": scenario_spec(self.block, name)}
+            self.theory_nodes[name] = plan.make("theory", PAPER, spec, name=name)
+        return self.theory_nodes[name]
+
+    def sweep_rows(self, figure: str) -> list[tuple[dict, plan.Node]]:
+        """(labels, cell) for every scenario x series x D of a loss-vs-D figure."""
+        settings = self.block["figures"][figure]
+        rows = []
+        for name in settings["scenarios"]:
+            scenario = scenario_spec(self.block, name)
+            for model in settings["series"]:
+                model = dict(model)
+                series = model.pop("name")
+                if model["param"] == "full":
+                    model["p"] = settings["p_per_d"] * scenario["d"]
+                for D in settings["D"]:
+                    labels = {"scenario": name, "series": series, "D": D, "H": model["H"]}
+                    rows.append((labels, self.cell(scenario, D, model)))
+        return rows
+
+    def embedding_rows(self) -> list[tuple[dict, plan.Node]]:
+        """F2: every (p, H) with H dividing p, at one scenario and D."""
+        settings = self.block["figures"]["F2"]
+        scenario = scenario_spec(self.block, settings["scenario"])
+        rows = []
+        for p in settings["p"]:
+            for H in settings["heads"]:
+                if p % H == 0:
+                    model = {"param": "full", "H": H, "p": p}
+                    labels = {"scenario": settings["scenario"], "series": f"H={H}",
+                              "D": settings["D"], "H": H, "p": p}
+                    rows.append((labels, self.cell(scenario, settings["D"], model)))
+        return rows
+
+    def tidy(self, figure: str, kind: str, rows, extra: dict | None = None) -> plan.Node:
+        names = sorted({labels["scenario"] for labels, _ in rows})
+        theory = [self.theory(name) for name in names]
+        cells = [cell for _, cell in rows]
+        data = [cell.inputs[0] for cell in cells]
+        spec = {"figure": figure, "kind": kind, "cells": [dict(labels, cell=cell.id) for labels, cell in rows],
+                "theory": {name: node.name for name, node in zip(names, theory, strict=True)},
+                "data": {cell.id: cell.spec["test"] for cell in cells},
+                "scenarios": {name: scenario_spec(self.block, name) for name in names}, **(extra or {})}
+        return plan.make("tidy", PAPER, spec, name=figure, inputs=tuple(cells + data + theory))
+
+    def check_claims_refer_to_f1(self) -> None:
+        """The claims compare series and a scenario of F1: they must be planned there."""
+        f1, claims = self.block["figures"]["F1"], self.block["claims"]
+        names = [series["name"] for series in f1["series"]]
+        for figure in SWEEPS:
+            series = [entry["name"] for entry in self.block["figures"][figure]["series"]]
+            if len(set(series)) < len(series):
+                raise plan.PlanError(f"config {PAPER}.figures.{figure}.series: names must be unique, got {series}")
+        for key in ("sh_series", "mh_series"):
+            if claims[key] not in names:
+                raise plan.PlanError(f"config {PAPER}.claims.{key}: {claims[key]!r} is not a series of F1 ({names})")
+        if claims["reference_scenario"] not in f1["scenarios"]:
+            raise plan.PlanError(f"config {PAPER}.claims.reference_scenario: {claims['reference_scenario']!r} "
+                                 f"is not a scenario of F1 ({f1['scenarios']})")
+
+    def nodes(self) -> list[plan.Node]:
+        self.check_claims_refer_to_f1()
+        figures = self.block["figures"]
+        sweep_rows = {name: self.sweep_rows(name) for name in SWEEPS}
+        # F4 also shows the learned single-head W^KQ next to Sigma^{-1} (spec §4)
+        heatmap = {"F4": {"kq_heatmap": self.block["claims"]["sh_series"]}}
+        tidy = {name: self.tidy(name, "sweep", rows, heatmap.get(name)) for name, rows in sweep_rows.items()}
+        tidy["F1b"] = self.tidy("F1b", "sweep", sweep_rows["F1"])
+        tidy["F2"] = self.tidy("F2", "embedding", self.embedding_rows(),
+                               {"two_d": 2 * scenario_spec(self.block, figures["F2"]["scenario"])["d"]})
+        table_rows = [row for name in SWEEPS for row in sweep_rows[name]]
+        tidy["T1"] = self.tidy("T1", "table", table_rows, {"min_D": self.block["claims"]["slope_min_D"]})
+        draws = [plan.make("draw", PAPER, {"figure": name, "kind": node.spec["kind"]}, name=name,
+                           inputs=(node,)) for name, node in tidy.items()]
+        claims_spec = {"claims": self.block["claims"], "figures": sorted(tidy)}
+        claims = plan.make("claims", PAPER, claims_spec, name=PAPER, inputs=tuple(tidy.values()))
+        return draws + [claims]
+
+
+def nodes(config: dict) -> list[plan.Node]:
+    """Every figure's drawing node and the claims node (their inputs hang below them)."""
+    return Planner(config).nodes()
+
+
+def describe(spec: dict) -> str:
+    """One line of a cell's key settings (for `iclrepro cells`)."""
+    scenario = Scenario(**spec["scenario"])
+    model = spec["model"]
+    size = f" p={model['p']}" if "p" in model else ""
+    return (f"{scenario.family} d={scenario.d} sigma2={scenario.sigma2:g} D={spec['D']} "
+            f"{model['param']} H={model['H']}{size} init={model['init']} seeds={len(spec['seeds'])}")

@@ -1,0 +1,137 @@
+"""In-context linear regression prompts of cui2024 (spec §1, §3.3-§3.5).
+
+A prompt holds D context examples and one query: x of shape (D+1, d) with the query in
+the last row, labels y of shape (D+1,) (the model never sees y[-1]) and the task vector w.
+One `Scenario` covers every data-generating process of the spec:
+
+* isotropic (base, noisy labels): x ~ N(0, I_d), w ~ N(0, (W/d) I_d), y = w.x + noise
+* correlated (rho set): x ~ N(0, Sigma), Sigma = (1-rho) I + rho 11^T          (§3.3)
+* local examples (r set): x_q ~ N(0, I), x_i = x_q + r z_i                     (§3.4)
+* prior knowledge (tau set): w ~ N(w0, (tau^2/d) I), w0 = w0_norm 1/sqrt(d)    (§3.5)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from iclrepro import store
+
+
+@dataclass(frozen=True)
+class Scenario:
+    d: int
+    W: float = 1.0            # E||w||^2 outside the prior scenario
+    sigma2: float = 0.0       # label-noise variance
+    rho: float | None = None  # equicorrelation of x
+    r: float | None = None    # radius of local examples around the query
+    tau: float | None = None  # prior spread around w0
+    w0_norm: float = 1.0      # ||w0|| in the prior scenario
+
+    def __post_init__(self):
+        families = [name for name in ("rho", "r", "tau") if getattr(self, name) is not None]
+        if len(families) > 1:
+            raise ValueError(f"a scenario sets at most one of rho, r, tau; got {families}")
+
+    @property
+    def family(self) -> str:
+        for name, family in (("rho", "correlated"), ("r", "local"), ("tau", "prior")):
+            if getattr(self, name) is not None:
+                return family
+        return "isotropic"
+
+    def covariance(self) -> np.ndarray:
+        """Covariance of x (of the query, for local examples)."""
+        rho = self.rho or 0.0
+        return (1 - rho) * np.eye(self.d) + rho * np.ones((self.d, self.d))
+
+    def prior_mean(self) -> np.ndarray:
+        return np.full(self.d, self.w0_norm / math.sqrt(self.d))
+
+    @property
+    def signal(self) -> float:
+        """E||w||^2 under the task prior."""
+        return self.w0_norm**2 + self.tau**2 if self.family == "prior" else self.W
+
+    def to_spec(self) -> dict:
+        """The values that affect the data (W is unused under a prior, w0_norm without one)."""
+        unused = {"W"} if self.family == "prior" else {"w0_norm"}
+        return {key: value for key, value in asdict(self).items()
+                if value is not None and key not in unused}
+
+
+def sample(scenario: Scenario, D: int, n: int, generator: torch.Generator,
+           dtype=torch.float32, device="cpu") -> dict[str, torch.Tensor]:
+    """n prompts: x (n, D+1, d), y (n, D+1), w (n, d); the last row is the query."""
+    d = scenario.d
+    kw = dict(generator=generator, dtype=dtype, device=device)
+    z = torch.randn(n, D + 1, d, **kw)
+    if scenario.family == "local":
+        x_q = z[:, -1:, :]
+        x = torch.cat([x_q + scenario.r * z[:, :-1, :], x_q], dim=1)
+    elif scenario.family == "correlated":
+        chol = torch.linalg.cholesky(torch.as_tensor(scenario.covariance(), dtype=dtype, device=device))
+        x = z @ chol.T
+    else:
+        x = z
+    g = torch.randn(n, d, **kw)
+    if scenario.family == "prior":
+        w = torch.as_tensor(scenario.prior_mean(), dtype=dtype, device=device) + scenario.tau / math.sqrt(d) * g
+    else:
+        w = math.sqrt(scenario.W / d) * g
+    y = torch.einsum("nkd,nd->nk", x, w)  # (n, D+1)
+    if scenario.sigma2 > 0:
+        y = y + math.sqrt(scenario.sigma2) * torch.randn(n, D + 1, **kw)
+    return {"x": x, "y": y, "w": w}
+
+
+# ---------------------------------------------------------------------------
+# Test sets as Parquet: float32 fixed-size list columns, spec in the metadata
+# ---------------------------------------------------------------------------
+
+def _schema(d: int, D: int) -> pa.Schema:
+    return pa.schema([
+        ("x", pa.list_(pa.float32(), (D + 1) * d)),
+        ("y", pa.list_(pa.float32(), D + 1)),
+        ("w", pa.list_(pa.float32(), d)),
+    ])
+
+
+def _column(values: np.ndarray, width: int) -> pa.FixedSizeListArray:
+    flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, width)
+
+
+def to_table(prompts: dict[str, torch.Tensor]) -> pa.Table:
+    x, y, w = (prompts[key].detach().cpu().numpy() for key in ("x", "y", "w"))
+    n, rows, d = x.shape
+    return pa.Table.from_arrays(
+        [_column(x, rows * d), _column(y, rows), _column(w, d)], schema=_schema(d, rows - 1))
+
+
+def write_test_set(spec: dict, content: str, out) -> None:
+    """Data stage: sample `spec['prompts']` prompts with the spec's seed and write them."""
+    scenario = Scenario(**spec["scenario"])
+    generator = torch.Generator().manual_seed(spec["seed"])
+    prompts = sample(scenario, spec["D"], spec["prompts"], generator)
+    store.write_parquet(to_table(prompts), out, spec=spec, content=content)
+
+
+def read_test_set(path, content: str | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(spec, prompts) of a test set; raises StoreError naming the file on any mismatch."""
+    table = store.read_parquet(path, content=content)
+    spec = store.parquet_spec(table, path)
+    d, D = spec["scenario"]["d"], spec["D"]
+    store.check_columns(table, _schema(d, D), path)
+    if table.num_rows != spec["prompts"]:
+        raise store.StoreError(f"{path}: {table.num_rows} rows, the spec says {spec['prompts']}")
+
+    def column(name, shape):
+        values = table.column(name).combine_chunks().values.to_numpy(zero_copy_only=False)
+        return torch.from_numpy(values.reshape(table.num_rows, *shape).copy())
+
+    return spec, {"x": column("x", (D + 1, d)), "y": column("y", (D + 1,)), "w": column("w", (d,))}
