@@ -1,0 +1,29 @@
+rule claims:
+    input:
+        upstream("claims"),
+    output:
+        LAYOUT.claims("{paper}"),
+    params:
+        node=payload("claims"),
+        results=results_root(levels=2),
+    conda:
+        ENV
+    log:
+        f"{RESULTS}/logs/claims/{{paper}}.log",
+    shell:
+        "python -m iclrepro claims {params.node:q} {output:q} --results {params.results:q} > {log:q} 2>&1"
+
+
+rule claims_table:
+    input:
+        [LAYOUT.claims(paper) for paper in CONFIG["papers"]],
+    output:
+        LAYOUT.claims_table(),
+    params:
+        source=store.fingerprint("iclrepro.evaluation.claims"),
+    conda:
+        ENV
+    log:
+        f"{RESULTS}/logs/claims/table.log",
+    shell:
+        "python -m iclrepro claims-table {output:q} {input:q} > {log:q} 2>&1"

@@ -1,0 +1,34 @@
+# A figure is two jobs: its tidy data (evaluation against theory and baselines) and its
+# drawing, so a change in plotting code only redraws.
+
+
+rule tidy:
+    input:
+        upstream("tidy"),
+    output:
+        LAYOUT.tidy("{paper}", "{name}"),
+    params:
+        node=payload("tidy"),
+        results=results_root(levels=3),
+    conda:
+        ENV
+    log:
+        f"{RESULTS}/logs/tidy/{{paper}}/{{name}}.log",
+    shell:
+        "python -m iclrepro tidy {params.node:q} {output:q} --results {params.results:q} > {log:q} 2>&1"
+
+
+rule draw:
+    input:
+        LAYOUT.tidy("{paper}", "{name}"),
+    output:
+        png=LAYOUT.figure("{paper}", "{name}", "png"),
+        pdf=LAYOUT.figure("{paper}", "{name}", "pdf"),
+    params:
+        node=payload("draw"),
+    conda:
+        ENV
+    log:
+        f"{RESULTS}/logs/draw/{{paper}}/{{name}}.log",
+    shell:
+        "python -m iclrepro draw {params.node:q} {input:q} {output.png:q} {output.pdf:q} > {log:q} 2>&1"

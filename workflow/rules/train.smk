@@ -1,0 +1,16 @@
+rule train:
+    input:
+        upstream("train"),
+    output:
+        [LAYOUT.cell("{id}", name) for name in store.CELL_FILES],
+    params:
+        node=payload("train"),
+        out_dir=LAYOUT.cell_dir("{id}"),
+    threads: CONFIG["threads"]
+    conda:
+        ENV
+    log:
+        f"{RESULTS}/logs/train/{{id}}.log",
+    shell:
+        "python -m iclrepro train {params.node:q} {params.out_dir:q} --data {input:q}"
+        " --threads {threads} > {log:q} 2>&1"
