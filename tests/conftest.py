@@ -1,0 +1,47 @@
+"""Shared test helpers: the repository root and a fresh copy of the workflow to run in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "src")
+
+
+def copy_workflow(target: Path) -> Path:
+    """A copy of the workflow and its package source, so a test may edit either."""
+    for name in WORKFLOW_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target / name)
+    return target
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run `iclrepro` from the workflow copy's own source."""
+    env = dict(os.environ, PYTHONPATH=str(workdir / "src"))
+    return subprocess.run([sys.executable, "-m", "iclrepro", *args], cwd=workdir, env=env,
+                          capture_output=True, text=True, check=True)
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT

@@ -1,0 +1,75 @@
+"""Config validation: every mistake fails at parse time with the key's dotted path."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from iclrepro import config, plan
+
+
+@pytest.fixture(scope="module")
+def raw(root):
+    return yaml.safe_load((root / "config.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def schema(root):
+    return config.load_schema(root)
+
+
+def check(raw, schema, edit):
+    broken = copy.deepcopy(raw)
+    edit(broken)
+    return lambda: config.check_and_resolve(broken, schema)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(sclae="quick"), r"config \(top level\): Additional properties .*'sclae'"),
+    (lambda c: c.update(scale="huge"), r"config scale: 'huge' is not one of"),
+    (lambda c: c.update(papers=["nope"]), r"config papers.0: 'nope' is not one of"),
+    (lambda c: c.update(threads=0), r"config threads: 0 is less than the minimum"),
+    (lambda c: c["cui2024"]["training"].update(lr={"full": "1e-3", "reduced": 0.01}),
+     r"config cui2024.training.lr.full: '1e-3' is not of type 'number' \(YAML reads .* write 1.0e-3\)"),
+    (lambda c: c["cui2024"]["training"].update(stpes=3), r"config cui2024.training: .*'stpes' was unexpected"),
+    (lambda c: c["cui2024"]["scenarios"]["base"].update(d=-1), r"config cui2024.scenarios.base.d: -1 is less"),
+    (lambda c: c["cui2024"]["figures"]["F1"].update(D=[]), r"config cui2024.figures.F1.D: \[\] should be non-empty"),
+    (lambda c: c["cui2024"]["scenarios"].update({"../evil": {"d": 2}}),
+     r"config cui2024.scenarios: '../evil' does not match"),
+    (lambda c: c["cui2024"]["scales"]["smoke"]["training"].update(seeds=1.5),
+     r"config cui2024.training.seeds \(scale smoke\): 1.5 is not of type 'integer'"),
+    (lambda c: c.update(results="../outside"), r"config results: '../outside' must be a relative path"),
+])
+def test_mistakes_name_the_key(raw, schema, edit, message):
+    with pytest.raises(config.ConfigError, match=message):
+        check(raw, schema, edit)()
+
+
+def test_papers_accepts_a_comma_separated_string(raw, schema):
+    resolved = config.check_and_resolve(dict(raw, papers="cui2024"), schema)
+    assert resolved["papers"] == ["cui2024"]
+
+
+def test_scale_overrides_merge_into_the_paper_block(raw, schema):
+    smoke = config.check_and_resolve(dict(raw, scale="smoke"), schema)["cui2024"]
+    paper = config.check_and_resolve(dict(raw, scale="paper"), schema)["cui2024"]
+    assert smoke["training"]["steps"] < paper["training"]["steps"]
+    assert smoke["training"]["decay_fraction"] == paper["training"]["decay_fraction"]  # kept from the base
+
+
+def test_integral_floats_hash_like_ints(raw, schema):
+    as_float = copy.deepcopy(raw)
+    as_float["cui2024"]["scales"]["smoke"]["figures"]["F1"]["D"] = [8.0, 16.0]
+    ids = [set(plan.build(config.check_and_resolve(dict(c, scale="smoke"), schema)).cells)
+           for c in (raw, as_float)]
+    assert ids[0] == ids[1]
+
+
+def test_unknown_scenario_in_a_figure_is_named(raw, schema):
+    broken = copy.deepcopy(raw)
+    broken["cui2024"]["scales"]["smoke"]["figures"]["F3"]["scenarios"] = ["noisy_typo"]
+    resolved = config.check_and_resolve(dict(broken, scale="smoke"), schema)
+    with pytest.raises(plan.PlanError, match="unknown scenario 'noisy_typo'"):
+        plan.build(resolved)

@@ -1,0 +1,65 @@
+"""The closed forms of spec §3 against Monte Carlo of the reduced model at large D."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from iclrepro.tasks import cui2024 as tasks
+from iclrepro.theory import cui2024 as theory
+
+D, PROMPTS = 1500, 3000  # large D: the finite-D correction to D x excess is O(1/D)
+
+
+def head_pair_excess(scenario, c: float, values: tuple[float, float], signs: tuple[int, int]) -> float:
+    """D x excess MSE of heads with W^KQ x-blocks sign*c*I and value weights on y, by Monte Carlo."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(5)
+    total = 0.0
+    for _ in range(PROMPTS // 500):
+        p = tasks.sample(scenario, D, 500, generator, dtype=torch.float64)
+        x_ctx, y_ctx, x_q = p["x"][:, :-1], p["y"][:, :-1], p["x"][:, -1]
+        dots = torch.einsum("nkd,nd->nk", x_ctx, x_q)
+        heads = zip(values, signs, strict=True)
+        prediction = sum(v * (torch.softmax(s * c * dots, dim=1) * y_ctx).sum(1) for v, s in heads)
+        clean = (p["w"] * x_q).sum(-1)  # excess risk against w.x_q: no noise variance to subtract
+        total += float(((prediction - clean) ** 2).sum())
+    return D * total / PROMPTS
+
+
+@pytest.mark.parametrize("scenario", [tasks.Scenario(d=3), tasks.Scenario(d=3, sigma2=0.5)])
+def test_single_head_constant_matches_monte_carlo(scenario):
+    constants = theory.constants(scenario)
+    c = constants["c_star"]
+    measured = head_pair_excess(scenario, c, (1 / c, 0.0), (1, 1))
+    assert measured == pytest.approx(constants["C_SH"], rel=0.1)
+
+
+def test_single_head_optimum_is_a_minimum():
+    C, t = theory.single_head_optimum(5, 1.0, 0.0)
+    assert C == pytest.approx(theory.g(t, 5, 1.0, 0.0))
+    assert all(theory.g(t * f, 5, 1.0, 0.0) > C for f in (0.8, 1.25))
+    # large-d asymptotics of spec §3.1: C_SH ~ e (d+1) W, t* ~ 1/(d+2)
+    C_big, t_big = theory.single_head_optimum(200, 1.0, 0.0)
+    assert C_big / (math.e * 201) == pytest.approx(1, rel=0.02)
+    assert t_big * 202 == pytest.approx(1, rel=0.02)
+
+
+def test_multi_head_pair_constant_matches_monte_carlo():
+    scenario = tasks.Scenario(d=3, sigma2=0.5)
+    c = 0.05  # the +/- pair reaches C_MH as c -> 0 (correction O(c^2))
+    measured = head_pair_excess(scenario, c, (1 / (2 * c), -1 / (2 * c)), (1, -1))
+    assert measured == pytest.approx(theory.multi_head_constant(3, 1.0, 0.5), rel=0.1)
+
+
+def test_multi_head_beats_single_head_with_ratio_towards_e():
+    ratios = [theory.constants(tasks.Scenario(d=d))["ratio"] for d in (2, 5, 10, 100)]
+    assert all(r > math.e for r in ratios) and ratios == sorted(ratios, reverse=True)
+
+
+def test_local_single_head_constant_is_uniform_averaging():
+    scenario = tasks.Scenario(d=3, r=0.3, sigma2=0.1)
+    measured = head_pair_excess(scenario, 1e-9, (1.0, 0.0), (1, 1))  # c -> 0: plain average of y
+    assert measured == pytest.approx(theory.local_constants(scenario)[0], rel=0.1)

@@ -1,0 +1,95 @@
+"""Content addressing, atomic writes and checked readers of the store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pyarrow as pa
+import pytest
+import torch
+
+from iclrepro import store
+
+
+def test_content_id_is_stable_across_key_order_and_processes():
+    spec = {"b": [1, 2.5], "a": {"y": "text", "x": 3}}
+    reordered = {"a": {"x": 3, "y": "text"}, "b": [1, 2.5]}
+    assert store.content_id(spec, "f" * 16) == store.content_id(reordered, "f" * 16)
+    # the canonical text is pinned: changing it would silently orphan every stored result
+    text = '{"source":"ffffffffffffffff","spec":{"a":{"x":3,"y":"text"},"b":[1,2.5]}}'
+    assert store.content_id(spec, "f" * 16) == hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("change", [
+    lambda s: s.update(lr=0.0011), lambda s: s.update(seeds=[0, 1, 2]), lambda s: s["model"].update(H=4)])
+def test_content_id_changes_with_any_value(change):
+    spec = {"lr": 0.001, "seeds": [0, 1], "model": {"H": 2}}
+    before = store.content_id(spec, "0" * 16)
+    change(spec)
+    assert store.content_id(spec, "0" * 16) != before
+
+
+def test_content_id_depends_on_source_fingerprint():
+    assert store.content_id({"a": 1}, "0" * 16) != store.content_id({"a": 1}, "1" * 16)
+
+
+def test_training_closure_covers_its_imports_and_not_figures():
+    files = {p.relative_to(store.PACKAGE_ROOT).as_posix() for p in store.source_closure("iclrepro.training.cui2024")}
+    assert {"training/core.py", "models/cui2024.py", "tasks/cui2024.py", "store.py"} <= files
+    assert not any(name.startswith(("figures/", "evaluation/")) for name in files)
+
+
+def test_figure_closure_excludes_training():
+    files = {p.relative_to(store.PACKAGE_ROOT).as_posix() for p in store.source_closure("iclrepro.figures.cui2024")}
+    assert "figures/common.py" in files and not any(name.startswith("training/") for name in files)
+
+
+def test_atomic_path_leaves_nothing_when_the_write_fails(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with store.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_parquet_round_trip_keeps_spec_and_id(tmp_path):
+    path = tmp_path / "t.parquet"
+    store.write_parquet(pa.table({"a": [1.0, 2.0]}), path, spec={"k": 1}, content="abc")
+    table = store.read_parquet(path, content="abc")
+    assert table.column("a").to_pylist() == [1.0, 2.0]
+    assert store.parquet_spec(table, path) == {"k": 1}
+
+
+def test_parquet_errors_name_the_file(tmp_path):
+    path = tmp_path / "t.parquet"
+    store.write_parquet(pa.table({"a": [1.0]}), path, spec={}, content="abc")
+    with pytest.raises(store.StoreError, match="does not match"):
+        store.read_parquet(path, content="other")
+    with pytest.raises(store.StoreError, match="column 'b' missing"):
+        store.check_columns(store.read_parquet(path), pa.schema([("b", pa.float64())]), path)
+    with pytest.raises(store.StoreError, match="has type double, expected float"):
+        store.check_columns(store.read_parquet(path), pa.schema([("a", pa.float32())]), path)
+    os.truncate(path, path.stat().st_size // 2)
+    with pytest.raises(store.StoreError, match=f"{path}: unreadable Parquet"):
+        store.read_parquet(path)
+    with pytest.raises(store.StoreError, match="missing"):
+        store.read_parquet(tmp_path / "absent.parquet")
+
+
+def test_model_file_round_trip_and_truncation(tmp_path):
+    path = tmp_path / "model.pt"
+    store.save_model({"w": torch.arange(3.0)}, {"paper": "x"}, path)
+    state, spec = store.load_model(path)
+    assert torch.equal(state["w"], torch.arange(3.0)) and spec == {"paper": "x"}
+    os.truncate(path, 100)
+    with pytest.raises(store.StoreError, match="unreadable model file"):
+        store.load_model(path)
+
+
+def test_model_file_refuses_pickled_objects(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"spec": "{}", "state": {"w": torch.zeros(1)}, "evil": object()}, path)
+    with pytest.raises(store.StoreError, match="unreadable model file"):
+        store.load_model(path)

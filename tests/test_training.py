@@ -1,0 +1,72 @@
+"""The Lightning ensemble trainer: seeds independent, divergence caught, cells written whole."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iclrepro import store
+from iclrepro.training import core
+from iclrepro.training import cui2024 as training
+
+
+def cell_spec(seeds, steps=12):
+    return {"paper": "cui2024", "scenario": {"d": 3, "W": 1.0, "sigma2": 0.1}, "D": 6,
+            "model": {"param": "full", "H": 2, "p": 8, "init_std": 0.01, "init": "identity", "identity_eps": 0.05},
+            "seeds": seeds, "test": "0" * 16, "device": "cpu",
+            "training": {"batch": 16, "optimisation": {"steps": steps, "lr": 0.01, "decay_fraction": 0.5}}}
+
+
+def trained_parameters(seeds):
+    spec = cell_spec(seeds)
+    objective = training.Regression(spec, torch.device("cpu"))
+    core.fit(objective, core.Optimisation(**spec["training"]["optimisation"]), "test", len(seeds))
+    return [p.detach() for p in objective.model.parameters()]
+
+
+def test_ensemble_trains_each_seed_as_if_alone():
+    together = trained_parameters([3, 7])
+    alone = [trained_parameters([3]), trained_parameters([7])]
+    for index, ensemble_param in enumerate(together):
+        for slot in range(2):
+            assert torch.allclose(ensemble_param[slot], alone[slot][index][0], atol=1e-6)
+
+
+def test_different_seeds_differ():
+    first, second = trained_parameters([0]), trained_parameters([1])
+    assert not torch.allclose(first[0], second[0])
+
+
+class Diverging(core.Objective):
+    def __init__(self, bad_step: int):
+        self.model = torch.nn.Linear(1, 1)
+        self.bad_step, self.step = bad_step, 0
+
+    def draw(self):
+        self.step += 1
+        return self.step - 1
+
+    def loss(self, step):
+        value = self.model.weight.sum() * 0 + 1.0
+        return (value * float("nan") if step == self.bad_step else value).reshape(1)
+
+
+def test_nan_loss_stops_training_naming_cell_and_step():
+    with pytest.raises(core.DivergenceError, match=r"cell abc123: training loss is nan at step 7 \(seed index 0\)"):
+        core.fit(Diverging(bad_step=7), core.Optimisation(steps=60, lr=0.1), "abc123", 1)
+
+
+def test_train_cell_writes_every_file_with_metrics_per_seed(tmp_path):
+    from iclrepro.tasks import cui2024 as tasks
+
+    spec = cell_spec([0, 1], steps=5)
+    data = {"paper": "cui2024", "scenario": spec["scenario"], "D": 6, "prompts": 50, "seed": 1}
+    tasks.write_test_set(data, spec["test"], tmp_path / "test.parquet")
+    training.train_cell(spec, "cellid", [str(tmp_path / "test.parquet")], str(tmp_path / "cell"))
+    assert {p.name for p in (tmp_path / "cell").iterdir()} == set(store.CELL_FILES)
+    metrics = store.read_parquet(tmp_path / "cell" / "metrics.parquet", content="cellid").to_pandas()
+    assert list(metrics["seed"]) == [0, 1] and (metrics["excess"] > 0).all()
+    losses = store.read_parquet(tmp_path / "cell" / "train.parquet").to_pandas()
+    assert len(losses) == 10 and losses["loss"].notna().all()
+    state, saved = store.load_model(tmp_path / "cell" / "model.pt")
+    assert saved == spec and state["W_Q"].shape[0] == 2

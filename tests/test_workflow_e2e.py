@@ -1,0 +1,120 @@
+"""End to end at the smoke scale, in a copy of the workflow: figures, claims, CLI, reruns.
+
+The rerun checks count jobs in dry runs: (a) a finished run has nothing left to do;
+(b) changing one scenario's value reruns exactly that scenario's cells and what is
+downstream of them; (c) reverting the value trains nothing; (d) a change in plotting
+code redraws figures and trains nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pandas as pd
+import pytest
+from conftest import cli, copy_workflow, snakemake
+
+from iclrepro import config, plan, store
+
+pytestmark = pytest.mark.e2e
+
+SMOKE = ("--config", "scale=smoke", "papers=cui2024")
+FIGURES = ("F1", "F1b", "F2", "F3", "F4", "F5", "F6", "T1")
+NOISY = "noisy_0.5: {d: 5, sigma2: 0.5}"
+
+
+def planned_jobs(workdir) -> list[tuple[str, str]]:
+    """(rule, first output) of every job a dry run would execute."""
+    out = snakemake(workdir, "-n", *SMOKE).stdout
+    return re.findall(r"^rule (\w+):\n(?:    (?!output).*\n)*?    output: ([^,\n]+)", out, flags=re.M)
+
+
+def counts(jobs) -> Counter:
+    return Counter(rule for rule, _ in jobs)
+
+
+def smoke_plan(workdir) -> plan.Plan:
+    return plan.build(config.load(workdir / "config.yaml", {"scale": "smoke", "papers": "cui2024"}, workdir))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    snakemake(workdir, *SMOKE)
+    return workdir
+
+
+def test_every_figure_and_claim_file_is_written(workdir):
+    figures = workdir / "results" / "figures" / "cui2024"
+    for name in FIGURES:
+        for ext in ("png", "pdf", "parquet"):
+            assert (figures / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
+    claims = pd.read_parquet(workdir / "results" / "claims" / "cui2024.parquet")
+    assert list(claims.columns) == ["paper", "claim_id", "figure", "statement", "measured", "expected", "passed"]
+    assert len(claims) >= 8 and claims["passed"].dtype == bool
+    table = (workdir / "results" / "claims.md").read_text()
+    assert all(claim_id in table for claim_id in claims["claim_id"])
+
+
+def test_tidy_data_has_trained_theory_and_baseline_rows(workdir):
+    f3 = pd.read_parquet(workdir / "results" / "figures" / "cui2024" / "F3.parquet")
+    assert set(f3["source"]) == {"trained", "theory", "baseline"}
+    trained = f3[f3["source"] == "trained"]
+    assert set(trained["seed"]) == {0, 1} and (trained["excess"] > 0).all()
+
+
+def test_cells_are_complete_and_readable(workdir):
+    for node_id in smoke_plan(workdir).cells:
+        cell = workdir / "results" / "cells" / node_id
+        assert sorted(p.name for p in cell.iterdir()) == sorted(store.CELL_FILES)
+
+
+def test_cli_lists_cells_as_done(workdir):
+    listing = cli(workdir, "cells", "--scale", "smoke", "--papers", "cui2024")
+    rows = [line.split("\t") for line in listing.stdout.splitlines()]
+    assert len(rows) == len(smoke_plan(workdir).cells) and all(row[3] == "done" for row in rows)
+    assert "24 cells, 24 done" in listing.stderr
+
+
+def test_cli_predict_gives_one_column_per_seed(workdir, tmp_path):
+    node = next(iter(smoke_plan(workdir).cells.values()))
+    prompts = workdir / "results" / "data" / f"{node.spec['test']}.parquet"
+    out = tmp_path / "predictions.parquet"
+    cli(workdir, "predict", f"results/cells/{node.id}", str(prompts), str(out))
+    predictions = pd.read_parquet(out)
+    assert list(predictions.columns) == ["y_query", "seed_0", "seed_1"]
+    assert len(predictions) == 400 and predictions["seed_0"].notna().all()
+
+
+def test_reruns_touch_only_what_changed(workdir):
+    # (a) a finished run has nothing left to do
+    assert planned_jobs(workdir) == []
+
+    # (b) one scenario's value: only its cells, its data and theory, and what depends on them
+    before = smoke_plan(workdir)
+    config_file = workdir / "config.yaml"
+    original = config_file.read_text()
+    config_file.write_text(original.replace(NOISY, NOISY.replace("0.5}", "0.4}")))
+    after = smoke_plan(workdir)
+    new_cells = set(after.cells) - set(before.cells)
+    assert new_cells and all(after.cells[i].spec["scenario"]["sigma2"] == 0.4 for i in new_cells)
+    jobs = planned_jobs(workdir)
+    assert {output.split("/")[2] for rule, output in jobs if rule == "train"} == new_cells
+    assert counts(jobs)["data"] == len({after.cells[i].spec["test"] for i in new_cells})
+    assert {output for rule, output in jobs if rule == "theory"} == {"results/theory/cui2024/noisy_0.5.parquet"}
+    assert {output.rsplit("/", 1)[1] for rule, output in jobs if rule == "tidy"} == {"F3.parquet", "T1.parquet"}
+    assert counts(jobs)["draw"] == 2 and counts(jobs)["claims"] == 1
+    snakemake(workdir, *SMOKE)
+
+    # (c) reverting finds the old cells again: nothing to train or generate
+    config_file.write_text(original)
+    jobs = counts(planned_jobs(workdir))
+    assert jobs["train"] == 0 and jobs["data"] == 0 and jobs["tidy"] == 2
+    snakemake(workdir, *SMOKE)
+
+    # (d) a plotting-only code change redraws every figure and trains nothing
+    figure_code = workdir / "src" / "iclrepro" / "figures" / "cui2024.py"
+    figure_code.write_text(figure_code.read_text() + "\n# a plotting-only change\n")
+    jobs = counts(planned_jobs(workdir))
+    assert jobs["draw"] == len(FIGURES) and jobs["train"] == 0 and jobs["tidy"] == 0 and jobs["data"] == 0
