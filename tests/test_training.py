@@ -70,3 +70,57 @@ def test_train_cell_writes_every_file_with_metrics_per_seed(tmp_path):
     assert len(losses) == 10 and losses["loss"].notna().all()
     state, saved = store.load_model(tmp_path / "cell" / "model.pt")
     assert saved == spec and state["W_Q"].shape[0] == 2
+
+
+class Quadratic(core.Objective):
+    """Loss 0.5 * ||w - target||^2 per seed: GD has a closed-form trajectory."""
+
+    def __init__(self, seeds: int, precision: str = "32-true"):
+        self.model = torch.nn.Linear(3, seeds, bias=False)  # weight (S, 3): one row per seed
+        torch.nn.init.zeros_(self.model.weight)
+        self.target = torch.arange(3.0)
+        self.precision = precision
+
+    def draw(self):
+        return None
+
+    def loss(self, batch):
+        return 0.5 * ((self.model.weight - self.target.to(self.model.weight)) ** 2).sum(-1)
+
+    def solve(self, batch):
+        self.model.weight.copy_(self.target.expand_as(self.model.weight))
+        return self.loss(batch)
+
+    def trace(self, step):
+        return {"distance": (self.model.weight - self.target.to(self.model.weight)).norm(dim=-1)} if step % 2 else None
+
+
+def test_gradient_descent_follows_its_closed_form_and_keeps_snapshots_and_traces():
+    objective = Quadratic(seeds=2)
+    lr, steps = 0.1, 5
+    fitted = core.fit(objective, core.Optimisation(steps=steps, lr=lr, optimizer="gd", snapshots=(0, 2)), "gd", 2)
+    expected = (1 - (1 - lr) ** steps) * objective.target
+    assert torch.allclose(objective.model.weight, expected.expand(2, 3), atol=1e-6)
+    assert torch.equal(fitted.snapshots[0]["weight"], torch.zeros(2, 3))
+    assert torch.allclose(fitted.snapshots[2]["weight"][0], (1 - (1 - lr) ** 2) * objective.target)
+    assert sorted(fitted.traces) == [1, 3, 5]
+    assert fitted.traces[5]["distance"] == pytest.approx([(1 - lr) ** 5 * float(objective.target.norm())] * 2)
+    table = core.loss_table(fitted, [0, 1]).to_pandas()
+    assert table["distance"].notna().sum() == 6 and table["step"].min() == 1
+
+
+def test_closed_form_fit_runs_one_solve_step():
+    objective = Quadratic(seeds=1)
+    fitted = core.fit(objective, core.Optimisation(steps=1, optimizer="closed_form"), "cf", 1)
+    assert torch.equal(objective.model.weight[0], objective.target) and fitted.losses.shape == (1, 1)
+
+
+def test_double_precision_trains_in_float64():
+    objective = Quadratic(seeds=1, precision="64-true")
+    core.fit(objective, core.Optimisation(steps=2, lr=0.1, optimizer="gd"), "f64", 1)
+    assert objective.model.weight.dtype == torch.float64
+
+
+def test_unknown_optimizer_is_rejected():
+    with pytest.raises(ValueError, match="unknown optimizer 'sgdd'"):
+        core.Optimisation(steps=1, optimizer="sgdd")

@@ -258,15 +258,26 @@ def parquet_spec(table: pa.Table, path) -> dict:
 # Model files: plain state dicts and the spec, loadable with weights_only=True
 # ---------------------------------------------------------------------------
 
-def save_model(state: dict, spec: dict, path) -> None:
+def save_model(state: dict, spec: dict, path, snapshots: dict | None = None) -> None:
+    """A model file: the final state dict, the spec, and optional {step: state} snapshots."""
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save({"spec": canonical_json(spec), "state": state}, tmp)
+        torch.save({"spec": canonical_json(spec), "state": state, "snapshots": snapshots or {}}, tmp)
+
+
+def load_snapshots(path) -> dict[int, dict]:
+    """The {step: state dict} snapshots kept during training (empty if none were asked for)."""
+    return _load_blob(path).get("snapshots", {})
 
 
 def load_model(path) -> tuple[dict, dict]:
     """Return (state, spec) of a model file; never unpickles arbitrary objects."""
+    blob = _load_blob(path)
+    return blob["state"], json.loads(blob["spec"])
+
+
+def _load_blob(path) -> dict:
     import pickle
 
     import torch
@@ -276,6 +287,8 @@ def load_model(path) -> tuple[dict, dict]:
         raise StoreError(f"{path}: missing")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        return blob["state"], json.loads(blob["spec"])
-    except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as err:
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as err:
         raise StoreError(f"{path}: unreadable model file ({err})") from None
+    if not isinstance(blob, dict) or not {"state", "spec"} <= blob.keys():
+        raise StoreError(f"{path}: not an iclrepro model file (no state and spec)")
+    return blob

@@ -3,6 +3,7 @@
 # Jobs import the package from ROOT/src (the shell prefix puts it first on PYTHONPATH),
 # so the code that runs is the code whose source was fingerprinted into the ids.
 
+import importlib
 import json
 import shlex
 import sys
@@ -44,6 +45,17 @@ def node(stage, wildcards):
 def payload(stage):
     """Params function: the node as JSON for the rule's command line."""
     return lambda wildcards: json.dumps(node(stage, wildcards).payload(), sort_keys=True)
+
+
+def cell_resources(key):
+    """Resources function: what the cell's paper estimates from the cell's size."""
+
+    def of(wildcards):
+        cell = node("train", wildcards)
+        planner = importlib.import_module(REGISTRY[cell.paper].planner)
+        return planner.resources(cell.spec)[key]
+
+    return of
 
 
 def results_root(levels):

@@ -7,6 +7,9 @@ rule train:
         node=payload("train"),
         out_dir=LAYOUT.cell_dir("{id}"),
     threads: CONFIG["threads"]
+    resources:
+        mem_mb=cell_resources("mem_mb"),
+        runtime=cell_resources("runtime"),
     conda:
         ENV
     log:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PaperStages:
-    planner: str  # module with nodes(config) -> list[Node] and describe(cell spec) -> str
+    planner: str  # module with nodes(config) -> list[Node], describe(cell spec) -> str and
+                  # resources(cell spec) -> {mem_mb, runtime (minutes)}
     data: str     # (spec, id, out) -> None: write a test or training set
     train: str    # (spec, id, data, out_dir, threads) -> None: train + evaluate a cell
     predict: str  # (cell_dir, prompts, out) -> None: run a trained cell on a prompt set

@@ -146,3 +146,18 @@ def describe(spec: dict) -> str:
     size = f" p={model['p']}" if "p" in model else ""
     return (f"{scenario.family} d={scenario.d} sigma2={scenario.sigma2:g} D={spec['D']} "
             f"{model['param']} H={model['H']}{size} init={model['init']} seeds={len(spec['seeds'])}")
+
+
+def resources(spec: dict) -> dict:
+    """Memory (MB) and runtime (minutes) a cell asks the scheduler for, from its size.
+
+    Training holds about ten float32 copies (autograd) of the (S, B, H, D) attention and
+    (S, B, D+1, d) prompt tensors; runtime is calibrated on a 2-core CPU (about 1.5e-8 s
+    per element-step) with a 3x margin and a 5-minute floor.
+    """
+    S, B, D = len(spec["seeds"]), spec["training"]["batch"], spec["D"]
+    width = spec["scenario"]["d"] + 1 + 3 * spec["model"]["H"]
+    elements = S * B * (D + 1) * width
+    steps = spec["training"]["optimisation"]["steps"]
+    return {"mem_mb": 1000 + int(10 * 4 * elements / 2**20),
+            "runtime": max(5, int(3 * 1.5e-8 * elements * steps / 60) + 1)}

@@ -62,11 +62,25 @@ def configure_threads(threads: int) -> None:
 
 @dataclass
 class Optimisation:
-    """Adam with a constant rate and a cosine decay to 0 over the final `decay_fraction`."""
+    """How a cell's parameters are fitted.
+
+    adam:        Adam at `lr`, cosine-decayed to 0 over the final `decay_fraction` of steps
+    gd:          plain gradient descent with constant step `lr` (no momentum); full-batch GD
+                 when the objective draws the whole training set every step
+    closed_form: one step in which the objective solves for its parameters (Objective.solve)
+    `snapshots` lists step counts after which a copy of the parameters is kept (0 = init).
+    """
 
     steps: int
-    lr: float
+    lr: float = 0.0
     decay_fraction: float = 0.0
+    optimizer: str = "adam"
+    snapshots: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.optimizer not in ("adam", "gd", "closed_form"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r} (adam, gd or closed_form)")
+        self.snapshots = tuple(self.snapshots)
 
     def factor(self, step: int) -> float:
         start = int(self.steps * (1 - self.decay_fraction))
@@ -76,9 +90,15 @@ class Optimisation:
 
 
 class Objective:
-    """What a paper provides to train one cell (see the module docstring)."""
+    """What a paper provides to train one cell (see the module docstring).
+
+    `loss` is required for gradient training, `solve` for closed-form fits. `trace` may
+    return per-seed values to record after a step (or None to record nothing): e.g. test
+    loss on a log grid of steps. `precision` is Lightning's ("32-true" or "64-true").
+    """
 
     model: nn.Module
+    precision: str = "32-true"
 
     def draw(self):
         raise NotImplementedError
@@ -86,25 +106,70 @@ class Objective:
     def loss(self, batch) -> torch.Tensor:
         raise NotImplementedError
 
+    def solve(self, batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def trace(self, step: int) -> dict[str, torch.Tensor] | None:
+        return None
+
+
+@dataclass
+class Fitted:
+    """What training produced besides the model: losses (steps, S), traces, snapshots."""
+
+    losses: np.ndarray
+    traces: dict[int, dict[str, np.ndarray]]
+    snapshots: dict[int, dict[str, torch.Tensor]]
+
+
+def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
+
 
 class EnsembleModule(pl.LightningModule):
-    """Thin Lightning wrapper: one optimiser step per drawn batch, losses kept on device."""
+    """Thin Lightning wrapper with manual optimisation: one update per drawn batch.
+
+    Losses stay on the device in a preallocated buffer and are checked for NaN/inf every
+    CHECK_EVERY steps, so no step waits on the host.
+    """
 
     def __init__(self, objective: Objective, optimisation: Optimisation, cell_id: str, seeds: int):
         super().__init__()
+        self.automatic_optimization = False
         self.objective, self.optimisation, self.cell_id = objective, optimisation, cell_id
         self.model = objective.model
         self.register_buffer("losses", torch.full((optimisation.steps, seeds), math.nan), persistent=False)
         self.checked = 0
+        self.traces: dict[int, dict[str, np.ndarray]] = {}
+        self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
 
-    def training_step(self, step, batch_idx):
-        per_seed = self.objective.loss(self.objective.draw())  # (S,)
-        self.losses[batch_idx] = per_seed.detach()
-        return per_seed.sum()
+    def on_train_start(self):
+        if 0 in self.optimisation.snapshots:
+            self.snapshots[0] = state_copy(self.model)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
-        if (batch_idx + 1) % CHECK_EVERY == 0 or batch_idx + 1 == self.optimisation.steps:
-            self.check_finite(batch_idx + 1)
+    def training_step(self, batch, step):
+        batch = self.objective.draw()
+        if self.optimisation.optimizer == "closed_form":
+            with torch.no_grad():
+                per_seed = self.objective.solve(batch)  # (S,)
+        else:
+            optimizer = self.optimizers()
+            per_seed = self.objective.loss(batch)  # (S,)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(per_seed.sum())
+            optimizer.step()
+            self.lr_schedulers().step()
+        self.losses[step] = per_seed.detach()
+        self.after_step(step + 1)
+
+    def after_step(self, done: int) -> None:
+        traced = self.objective.trace(done)
+        if traced is not None:
+            self.traces[done] = {name: value.detach().cpu().numpy() for name, value in traced.items()}
+        if done in self.optimisation.snapshots:
+            self.snapshots[done] = state_copy(self.model)
+        if done % CHECK_EVERY == 0 or done == self.optimisation.steps:
+            self.check_finite(done)
 
     def check_finite(self, upto: int) -> None:
         window = self.losses[self.checked:upto]
@@ -117,25 +182,30 @@ class EnsembleModule(pl.LightningModule):
         self.checked = upto
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.optimisation.lr)
+        if self.optimisation.optimizer == "closed_form":
+            return None
+        make = torch.optim.Adam if self.optimisation.optimizer == "adam" else torch.optim.SGD
+        optimizer = make(self.model.parameters(), lr=self.optimisation.lr)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self.optimisation.factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 def fit(objective: Objective, optimisation: Optimisation, cell_id: str, seeds: int,
-        accelerator: str = "cpu") -> np.ndarray:
-    """Train the ensemble in place; returns the per-step, per-seed losses (steps, S)."""
+        accelerator: str = "cpu") -> Fitted:
+    """Train the ensemble in place; return its per-step losses, traces and snapshots."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     module = EnsembleModule(objective, optimisation, cell_id, seeds)
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, max_steps=optimisation.steps, max_epochs=1,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, deterministic=True)
+        precision=objective.precision, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        deterministic=True)
     with warnings.catch_warnings():
         # Lightning's own use of a torch API deprecated in torch 2.13; nothing for us to act on
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=Warning)
+        warnings.filterwarnings("ignore", message=".*configure_optimizers.*", category=Warning)
         trainer.fit(module, train_dataloaders=range(optimisation.steps))
-    return module.losses.cpu().numpy()
+    return Fitted(module.losses.cpu().double().numpy(), module.traces, module.snapshots)
 
 
 def device_of(accelerator: str) -> torch.device:
@@ -146,20 +216,29 @@ def device_of(accelerator: str) -> torch.device:
 # Writing a cell: spec.json, model.pt, train.parquet, then metrics.parquet (the done marker)
 # ---------------------------------------------------------------------------
 
-def loss_table(losses: np.ndarray, seeds: list[int]) -> pa.Table:
-    steps = np.repeat(np.arange(losses.shape[0]), losses.shape[1])
-    return pa.table({"step": steps, "seed": np.tile(seeds, losses.shape[0]),
-                     "loss": losses.reshape(-1).astype(np.float64)})
+def loss_table(fitted: Fitted, seeds: list[int]) -> pa.Table:
+    """train.parquet: step, seed, loss, plus one column per traced quantity (NaN where not traced)."""
+    steps, width = fitted.losses.shape
+    columns = {"step": np.repeat(np.arange(1, steps + 1), width), "seed": np.tile(seeds, steps),
+               "loss": fitted.losses.reshape(-1)}
+    names = sorted({name for values in fitted.traces.values() for name in values})
+    for name in names:
+        column = np.full((steps, width), np.nan)
+        for step, values in fitted.traces.items():
+            if name in values:
+                column[step - 1] = values[name]
+        columns[name] = column.reshape(-1)
+    return pa.table(columns)
 
 
-def write_cell(out_dir, cell_id: str, spec: dict, model: nn.Module, losses: np.ndarray,
+def write_cell(out_dir, cell_id: str, spec: dict, model: nn.Module, fitted: Fitted,
                metrics: pa.Table, started: float, threads: int, accelerator: str) -> None:
+    """Write a cell directory; metrics.parquet, the done marker, comes last."""
     out = Path(out_dir)
     provenance = {"torch": torch.__version__, "lightning": pl.__version__,
                   "python": platform.python_version(), "threads": threads,
                   "accelerator": accelerator, "seconds": round(time.time() - started, 2)}
     store.write_json({"id": cell_id, "spec": spec, "provenance": provenance}, out / "spec.json")
-    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    store.save_model(state, spec, out / "model.pt")
-    store.write_parquet(loss_table(losses, spec["seeds"]), out / "train.parquet", spec, cell_id)
+    store.save_model(state_copy(model), spec, out / "model.pt", snapshots=fitted.snapshots)
+    store.write_parquet(loss_table(fitted, spec["seeds"]), out / "train.parquet", spec, cell_id)
     store.write_parquet(metrics, out / "metrics.parquet", spec, cell_id)

@@ -83,7 +83,7 @@ def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads:
     _, test = tasks.read_test_set(data[0], content=spec["test"])
     objective = Regression(spec, core.device_of(accelerator))
     optimisation = core.Optimisation(**spec["training"]["optimisation"])
-    losses = core.fit(objective, optimisation, cell_id, len(spec["seeds"]), accelerator)
+    fitted = core.fit(objective, optimisation, cell_id, len(spec["seeds"]), accelerator)
     model = objective.model.cpu()
-    core.write_cell(out_dir, cell_id, spec, model, losses, metrics(spec, model, test),
+    core.write_cell(out_dir, cell_id, spec, model, fitted, metrics(spec, model, test),
                     started, threads, accelerator)
