@@ -27,7 +27,7 @@ from torch import nn
 
 from iclrepro import store
 
-CHECK_EVERY = 50  # steps between divergence checks (each check syncs with the device)
+CHUNK = 50  # updates per Lightning batch; also the stride of the NaN check (a device sync)
 
 
 class DivergenceError(RuntimeError):
@@ -127,10 +127,12 @@ def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class EnsembleModule(pl.LightningModule):
-    """Thin Lightning wrapper with manual optimisation: one update per drawn batch.
+    """Thin Lightning wrapper with manual optimisation.
 
-    Losses stay on the device in a preallocated buffer and are checked for NaN/inf every
-    CHECK_EVERY steps, so no step waits on the host.
+    Each Lightning batch runs a chunk of up to CHUNK updates, every one through
+    `manual_backward` and the Lightning optimizer (so precision and strategy stay
+    Lightning's), which spreads the fit loop's per-batch hook cost over the chunk. Losses
+    stay on the device in a preallocated buffer, checked for NaN/inf once per chunk.
     """
 
     def __init__(self, objective: Objective, optimisation: Optimisation, cell_id: str, seeds: int):
@@ -147,20 +149,26 @@ class EnsembleModule(pl.LightningModule):
         if 0 in self.optimisation.snapshots:
             self.snapshots[0] = state_copy(self.model)
 
-    def training_step(self, batch, step):
+    def training_step(self, chunk, chunk_index):
+        first = chunk_index * CHUNK
+        for step in range(first, min(first + CHUNK, self.optimisation.steps)):
+            self.losses[step] = self.update().detach()
+            self.after_step(step + 1)
+        self.check_finite(step + 1)
+
+    def update(self) -> torch.Tensor:
+        """One parameter update; returns the per-seed loss (S,) before it."""
         batch = self.objective.draw()
         if self.optimisation.optimizer == "closed_form":
             with torch.no_grad():
-                per_seed = self.objective.solve(batch)  # (S,)
-        else:
-            optimizer = self.optimizers()
-            per_seed = self.objective.loss(batch)  # (S,)
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(per_seed.sum())
-            optimizer.step()
-            self.lr_schedulers().step()
-        self.losses[step] = per_seed.detach()
-        self.after_step(step + 1)
+                return self.objective.solve(batch)
+        optimizer = self.optimizers()
+        per_seed = self.objective.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(per_seed.sum())
+        optimizer.step()
+        self.lr_schedulers().step()
+        return per_seed
 
     def after_step(self, done: int) -> None:
         traced = self.objective.trace(done)
@@ -168,8 +176,6 @@ class EnsembleModule(pl.LightningModule):
             self.traces[done] = {name: value.detach().cpu().numpy() for name, value in traced.items()}
         if done in self.optimisation.snapshots:
             self.snapshots[done] = state_copy(self.model)
-        if done % CHECK_EVERY == 0 or done == self.optimisation.steps:
-            self.check_finite(done)
 
     def check_finite(self, upto: int) -> None:
         window = self.losses[self.checked:upto]
@@ -195,8 +201,9 @@ def fit(objective: Objective, optimisation: Optimisation, cell_id: str, seeds: i
     """Train the ensemble in place; return its per-step losses, traces and snapshots."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     module = EnsembleModule(objective, optimisation, cell_id, seeds)
+    chunks = range(math.ceil(optimisation.steps / CHUNK))
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=1, max_steps=optimisation.steps, max_epochs=1,
+        accelerator=accelerator, devices=1, max_epochs=1,
         precision=objective.precision, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         deterministic=True)
@@ -204,7 +211,7 @@ def fit(objective: Objective, optimisation: Optimisation, cell_id: str, seeds: i
         # Lightning's own use of a torch API deprecated in torch 2.13; nothing for us to act on
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=Warning)
         warnings.filterwarnings("ignore", message=".*configure_optimizers.*", category=Warning)
-        trainer.fit(module, train_dataloaders=range(optimisation.steps))
+        trainer.fit(module, train_dataloaders=chunks)
     return Fitted(module.losses.cpu().double().numpy(), module.traces, module.snapshots)
 
 
