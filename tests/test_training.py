@@ -124,3 +124,46 @@ def test_double_precision_trains_in_float64():
 def test_unknown_optimizer_is_rejected():
     with pytest.raises(ValueError, match="unknown optimizer 'sgdd'"):
         core.Optimisation(steps=1, optimizer="sgdd")
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+class Stopping(training.Regression):
+    """The cui2024 objective, killed (an exception) when it draws batch `stop_at`."""
+
+    def __init__(self, spec, stop_at):
+        super().__init__(spec, torch.device("cpu"))
+        self.stop_at, self.drawn = stop_at, 0
+
+    def draw(self):
+        self.drawn += 1
+        if self.drawn == self.stop_at:
+            raise Interrupted
+        return super().draw()
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path):
+    spec = cell_spec([0, 1], steps=160)
+    optimisation = core.Optimisation(**spec["training"]["optimisation"])
+    whole = training.Regression(spec, torch.device("cpu"))
+    expected = core.fit(whole, optimisation, "cell", 2)
+
+    checkpoint = core.Checkpointing(tmp_path / "checkpoint.pt", every_seconds=0)
+    with pytest.raises(Interrupted):
+        core.fit(Stopping(spec, stop_at=130), optimisation, "cell", 2, checkpoint=checkpoint)
+    assert torch.load(checkpoint.path, weights_only=True)["done"] == 100  # last chunk boundary
+    resumed = training.Regression(spec, torch.device("cpu"))
+    fitted = core.fit(resumed, optimisation, "cell", 2, checkpoint=checkpoint)
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert (fitted.losses == expected.losses).all()
+
+
+def test_checkpoint_of_another_cell_is_ignored(tmp_path):
+    spec = cell_spec([0], steps=60)
+    optimisation = core.Optimisation(**spec["training"]["optimisation"])
+    checkpoint = core.Checkpointing(tmp_path / "checkpoint.pt", every_seconds=0)
+    core.fit(training.Regression(spec, torch.device("cpu")), optimisation, "other", 1, checkpoint=checkpoint)
+    assert checkpoint.load("cell") is None and checkpoint.load("other")["done"] == 50

@@ -75,7 +75,9 @@ def parser() -> argparse.ArgumentParser:
     results = (("--results",), {"required": True})
     stage("data", "write a data set", out)
     stage("train", "train and evaluate a cell", (("out_dir",), {}), (("--data",), {"nargs": "+", "default": []}),
-          (("--threads",), {"type": int, "default": 1}))
+          (("--threads",), {"type": int, "default": 1}),
+          (("--checkpoint-minutes",), {"type": float, "default": 5.0,
+                                       "help": "wall time between training checkpoints (resumed after a kill)"}))
     stage("theory", "write a theory table", out)
     stage("tidy", "write a figure's tidy data", out, results)
     stage("draw", "draw a figure", (("tidy",), {}), (("out_png",), {}), (("out_pdf",), {}))

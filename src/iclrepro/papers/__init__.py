@@ -16,7 +16,7 @@ class PaperStages:
     planner: str  # module with nodes(config) -> list[Node], describe(cell spec) -> str and
                   # resources(cell spec) -> {mem_mb, runtime (minutes)}
     data: str     # (spec, id, out) -> None: write a test or training set
-    train: str    # (spec, id, data, out_dir, threads) -> None: train + evaluate a cell
+    train: str    # (spec, id, data, out_dir, threads, checkpoint_minutes) -> None: train + evaluate
     predict: str  # (cell_dir, prompts, out) -> None: run a trained cell on a prompt set
     theory: str   # (spec, id, out) -> None: closed forms / reference algorithms
     tidy: str     # (spec, id, results, out) -> None: a figure's tidy data

@@ -95,10 +95,13 @@ class Objective:
     `loss` is required for gradient training, `solve` for closed-form fits. `trace` may
     return per-seed values to record after a step (or None to record nothing): e.g. test
     loss on a log grid of steps. `precision` is Lightning's ("32-true" or "64-true").
+    `generators` lists the random streams `draw()` consumes: checkpoints save their state,
+    so a resumed cell draws the same batches as an uninterrupted one.
     """
 
     model: nn.Module
     precision: str = "32-true"
+    generators: list[torch.Generator] = []
 
     def draw(self):
         raise NotImplementedError
@@ -126,6 +129,39 @@ def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
 
 
+class Checkpointing:
+    """Periodic training state in `<cell dir>/checkpoint.pt`, written atomically.
+
+    A checkpoint is written at a chunk boundary once `every_seconds` of wall time have
+    passed since the last one, so only long cells pay for it. It holds tensors and plain
+    containers only and is loaded with weights_only=True; one of another cell is ignored.
+    """
+
+    def __init__(self, path, every_seconds: float):
+        self.path, self.every_seconds = Path(path), every_seconds
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.every_seconds
+
+    def save(self, state: dict) -> None:
+        with store.atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+        self.last = time.monotonic()
+
+    def load(self, cell_id: str) -> dict | None:
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError):
+            return None  # a damaged checkpoint only costs the work since the previous one
+        return state if state.get("cell") == cell_id else None
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 class EnsembleModule(pl.LightningModule):
     """Thin Lightning wrapper with manual optimisation.
 
@@ -135,7 +171,8 @@ class EnsembleModule(pl.LightningModule):
     stay on the device in a preallocated buffer, checked for NaN/inf once per chunk.
     """
 
-    def __init__(self, objective: Objective, optimisation: Optimisation, cell_id: str, seeds: int):
+    def __init__(self, objective: Objective, optimisation: Optimisation, cell_id: str, seeds: int,
+                 checkpoint: Checkpointing | None = None):
         super().__init__()
         self.automatic_optimization = False
         self.objective, self.optimisation, self.cell_id = objective, optimisation, cell_id
@@ -144,17 +181,54 @@ class EnsembleModule(pl.LightningModule):
         self.checked = 0
         self.traces: dict[int, dict[str, np.ndarray]] = {}
         self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
+        self.checkpoint = checkpoint
+        self.resume_from = checkpoint.load(cell_id) if checkpoint else None
 
     def on_train_start(self):
-        if 0 in self.optimisation.snapshots:
+        if self.resume_from is not None:
+            self.restore(self.resume_from)
+        elif 0 in self.optimisation.snapshots:
             self.snapshots[0] = state_copy(self.model)
 
+    def first_chunk(self) -> int:
+        return self.resume_from["done"] // CHUNK if self.resume_from else 0
+
     def training_step(self, chunk, chunk_index):
-        first = chunk_index * CHUNK
+        first = int(chunk) * CHUNK
         for step in range(first, min(first + CHUNK, self.optimisation.steps)):
             self.losses[step] = self.update().detach()
             self.after_step(step + 1)
         self.check_finite(step + 1)
+        if self.checkpoint and self.checkpoint.due() and step + 1 < self.optimisation.steps:
+            self.checkpoint.save(self.training_state(step + 1))
+
+    def training_state(self, done: int) -> dict:
+        """Everything needed to continue exactly: tensors and plain containers only."""
+        optimizer = self.optimizers(use_pl_optimizer=False) if self.optimisation.optimizer != "closed_form" else None
+        return {
+            "cell": self.cell_id, "done": done, "checked": self.checked,
+            "model": state_copy(self.model),
+            "optimizer": optimizer.state_dict() if optimizer else {},
+            "schedule": self.lr_schedulers().state_dict() if optimizer else {},
+            "generators": [g.get_state() for g in self.objective.generators],
+            "losses": self.losses[:done].cpu().clone(),
+            "traces": {step: {name: torch.as_tensor(value) for name, value in values.items()}
+                       for step, values in self.traces.items()},
+            "snapshots": self.snapshots,
+        }
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.optimisation.optimizer != "closed_form":
+            self.optimizers(use_pl_optimizer=False).load_state_dict(state["optimizer"])
+            self.lr_schedulers().load_state_dict(state["schedule"])
+        for generator, saved in zip(self.objective.generators, state["generators"], strict=True):
+            generator.set_state(saved)
+        done = state["done"]
+        self.losses[:done] = state["losses"].to(self.losses)
+        self.checked = state["checked"]
+        self.traces = {step: {k: v.numpy() for k, v in values.items()} for step, values in state["traces"].items()}
+        self.snapshots = state["snapshots"]
 
     def update(self) -> torch.Tensor:
         """One parameter update; returns the per-seed loss (S,) before it."""
@@ -197,11 +271,15 @@ class EnsembleModule(pl.LightningModule):
 
 
 def fit(objective: Objective, optimisation: Optimisation, cell_id: str, seeds: int,
-        accelerator: str = "cpu") -> Fitted:
-    """Train the ensemble in place; return its per-step losses, traces and snapshots."""
+        accelerator: str = "cpu", checkpoint: Checkpointing | None = None) -> Fitted:
+    """Train the ensemble in place; return its per-step losses, traces and snapshots.
+
+    With `checkpoint`, training resumes from a checkpoint of the same cell if there is one,
+    and the result equals that of an uninterrupted run.
+    """
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    module = EnsembleModule(objective, optimisation, cell_id, seeds)
-    chunks = range(math.ceil(optimisation.steps / CHUNK))
+    module = EnsembleModule(objective, optimisation, cell_id, seeds, checkpoint)
+    chunks = range(module.first_chunk(), math.ceil(optimisation.steps / CHUNK))
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, max_epochs=1,
         precision=objective.precision, logger=False, enable_checkpointing=False,
@@ -249,3 +327,9 @@ def write_cell(out_dir, cell_id: str, spec: dict, model: nn.Module, fitted: Fitt
     store.save_model(state_copy(model), spec, out / "model.pt", snapshots=fitted.snapshots)
     store.write_parquet(loss_table(fitted, spec["seeds"]), out / "train.parquet", spec, cell_id)
     store.write_parquet(metrics, out / "metrics.parquet", spec, cell_id)
+    checkpoint_of(out_dir).remove()
+
+
+def checkpoint_of(out_dir, every_seconds: float = 300.0) -> Checkpointing:
+    """The checkpoint of a cell directory (a paper's train function passes it to `fit`)."""
+    return Checkpointing(Path(out_dir) / "checkpoint.pt", every_seconds)
