@@ -73,3 +73,20 @@ def test_unknown_scenario_in_a_figure_is_named(raw, schema):
     resolved = config.check_and_resolve(dict(broken, scale="smoke"), schema)
     with pytest.raises(plan.PlanError, match="unknown scenario 'noisy_typo'"):
         plan.build(resolved)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda smoke: smoke["figures"]["F1"]["series"].append({"name": "MH3", "param": "full", "H": 3}),
+     r"figures.F1: H=3 of series 'MH3' does not divide p = p_per_d \* d = 20"),
+    (lambda smoke: smoke["figures"]["F1"].update(D=[8]), r"figures.F1.D: the slope claims need two D >= "),
+    (lambda smoke: smoke["figures"]["F6"].update(D=[32]), r"figures.F6.D: shares no D with F1"),
+    (lambda smoke: smoke["figures"]["F3"].update(series=[{"name": "SH", "param": "reduced", "H": h} for h in (1, 2)]),
+     r"figures.F3.series: names must be unique"),
+    (lambda smoke: smoke.update(claims={"sh_series": "SHH"}), r"claims.sh_series: 'SHH' is not a series of F1"),
+])
+def test_inconsistent_settings_are_named_at_plan_time(raw, schema, edit, message):
+    broken = copy.deepcopy(raw)
+    edit(broken["cui2024"]["scales"]["smoke"])
+    resolved = config.check_and_resolve(dict(broken, scale="smoke"), schema)
+    with pytest.raises(plan.PlanError, match=message):
+        plan.build(resolved)

@@ -21,7 +21,7 @@ def _run_stage(args) -> None:
     from iclrepro import plan
 
     keywords = {key: getattr(args, key) for key in args.stage_args}
-    plan.run(args.node, **keywords)
+    plan.run(args.node, args.results, **keywords)
 
 
 def _claims_table(args) -> None:
@@ -50,6 +50,34 @@ def _cells(args) -> None:
     print(f"{len(rows)} cells, {done} done, {len(rows) - done} pending", file=sys.stderr)
 
 
+def _results_dir(args) -> str:
+    from iclrepro import config
+
+    return args.results or config.check_results_dir(config.read(args.config).get("results", "results"))
+
+
+def _verify(args) -> int:
+    from iclrepro import integrity
+
+    report = integrity.verify(_results_dir(args))
+    print("\n".join(report.lines()))
+    return 1 if report.problems else 0
+
+
+def _gc(args) -> None:
+    from iclrepro import integrity
+
+    referenced = integrity.referenced_ids(args.config, Path(args.config).resolve().parent)
+    unused = integrity.garbage(_results_dir(args), referenced)
+    for path in unused:
+        print(path)
+    if args.yes:
+        integrity.remove(unused)
+        print(f"deleted {len(unused)} entries no plan of {args.config} refers to", file=sys.stderr)
+    else:
+        print(f"{len(unused)} entries no plan of {args.config} refers to; delete them with --yes", file=sys.stderr)
+
+
 def _predict(args) -> None:
     from iclrepro import store
 
@@ -65,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
     def stage(name, help_text, *arguments):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("node", type=json.loads, help="the planned node, as JSON")
+        cmd.add_argument("--results", required=True, help="the results directory")
         names = []
         for flags, options in arguments:
             cmd.add_argument(*flags, **options)
@@ -72,16 +101,15 @@ def parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=_run_stage, stage_args=names)
 
     out = (("out",), {})
-    results = (("--results",), {"required": True})
     stage("data", "write a data set", out)
     stage("train", "train and evaluate a cell", (("out_dir",), {}), (("--data",), {"nargs": "+", "default": []}),
           (("--threads",), {"type": int, "default": 1}),
           (("--checkpoint-minutes",), {"type": float, "default": 5.0,
                                        "help": "wall time between training checkpoints (resumed after a kill)"}))
     stage("theory", "write a theory table", out)
-    stage("tidy", "write a figure's tidy data", out, results)
+    stage("tidy", "write a figure's tidy data", out)
     stage("draw", "draw a figure", (("tidy",), {}), (("out_png",), {}), (("out_pdf",), {}))
-    stage("claims", "check a paper's claims", out, results)
+    stage("claims", "check a paper's claims", out)
 
     table = sub.add_parser("claims-table", help="write the Markdown table of all claim verdicts")
     table.add_argument("out")
@@ -95,6 +123,14 @@ def parser() -> argparse.ArgumentParser:
     cells.add_argument("--papers", help="comma-separated papers (default: the config's)")
     cells.set_defaults(func=_cells)
 
+    verify = sub.add_parser("verify", help="recompute every stored id and check the stored files")
+    gc = sub.add_parser("gc", help="list (with --yes: delete) stored entries no plan of the config refers to")
+    gc.add_argument("--yes", action="store_true", help="delete them")
+    for cmd, func in ((verify, _verify), (gc, _gc)):
+        cmd.add_argument("--config", default="config.yaml")
+        cmd.add_argument("--results", help="results directory (default: the config's)")
+        cmd.set_defaults(func=func)
+
     predict = sub.add_parser("predict", help="run a trained cell on prompts: one column per seed")
     predict.add_argument("cell_dir")
     predict.add_argument("prompts")
@@ -104,14 +140,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from iclrepro.config import ConfigError
-    from iclrepro.plan import PlanError
-    from iclrepro.store import StoreError
+    from iclrepro.errors import IclreproError
 
     args = parser().parse_args(argv)
     try:
-        args.func(args)
-    except (ConfigError, PlanError, StoreError) as err:
+        return args.func(args) or 0
+    except IclreproError as err:
         print(f"iclrepro: error: {err}", file=sys.stderr)
         return 2
-    return 0

@@ -15,11 +15,13 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from iclrepro.errors import IclreproError
+
 SCALES = ("smoke", "quick", "paper")
 SCHEMA_PATH = Path("workflow") / "schemas" / "config.schema.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(IclreproError, ValueError):
     """The configuration is invalid; the message names the key."""
 
 
@@ -137,17 +139,21 @@ def check_results_dir(results: str) -> str:
     return results
 
 
-def load(config_path: str | Path = "config.yaml", overrides: dict | None = None,
-         workdir: str | Path = ".") -> dict:
-    """Read, override, validate and resolve a config file (what the CLI's planner uses)."""
+def read(config_path: str | Path) -> dict:
+    """The raw config file, unvalidated."""
     path = Path(config_path)
     try:
-        config = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    return check_and_resolve(deep_merge(config or {}, overrides or {}), load_schema(workdir))
+
+
+def load(config_path: str | Path = "config.yaml", overrides: dict | None = None,
+         workdir: str | Path = ".") -> dict:
+    """Read, override, validate and resolve a config file (what the CLI's planner uses)."""
+    return check_and_resolve(deep_merge(read(config_path), overrides or {}), load_schema(workdir))
 
 
 def check_and_resolve(config: dict, schema: dict) -> dict:

@@ -17,12 +17,13 @@ import importlib
 from dataclasses import dataclass, field
 
 from iclrepro import store
+from iclrepro.errors import IclreproError
 from iclrepro.papers import REGISTRY
 
 STAGES = ("data", "train", "theory", "tidy", "draw", "claims")
 
 
-class PlanError(ValueError):
+class PlanError(IclreproError, ValueError):
     """The config asks for something the planner cannot build; the message names it."""
 
 
@@ -34,29 +35,43 @@ class Node:
     name: str | None = None   # readable name of theory/tidy/draw outputs
     inputs: tuple["Node", ...] = field(default=(), compare=False, hash=False)
     id: str = ""
+    source: str = ""          # fingerprint of the source its stage imports
 
     def entry(self) -> str:
         """'module:function' that runs this node (declared by the paper module)."""
         return getattr(REGISTRY[self.paper], self.stage)
 
     def payload(self) -> dict:
-        """What the job receives: everything needed to run it without re-planning."""
-        return {"stage": self.stage, "paper": self.paper, "name": self.name,
-                "id": self.id, "spec": self.spec}
+        """What the job receives: everything needed to run it, and to recompute its id."""
+        return {"stage": self.stage, "paper": self.paper, "name": self.name, "id": self.id,
+                "spec": self.spec, "inputs": sorted(i.id for i in self.inputs), "source": self.source}
 
 
 def make(stage: str, paper: str, spec: dict, name: str | None = None,
          inputs: tuple[Node, ...] = ()) -> Node:
     """A node whose id hashes its spec, its inputs' ids and its stage's source."""
     node = Node(stage, paper, spec, name, tuple(inputs))
-    module = node.entry().partition(":")[0]
-    keyed = {"spec": spec, "inputs": sorted(i.id for i in inputs), "name": name}
-    return Node(stage, paper, spec, name, tuple(inputs), store.content_id(keyed, store.fingerprint(module)))
+    source = store.fingerprint(node.entry().partition(":")[0])
+    node_id = store.identity_id({"spec": spec, "inputs": sorted(i.id for i in inputs), "name": name,
+                                 "source": source})
+    return Node(stage, paper, spec, name, tuple(inputs), node_id, source)
 
 
-def run(payload: dict, **kwargs):
-    """Call a node's stage function (used by the CLI inside a job)."""
+CONTENT_ADDRESSED = ("data", "train")   # stored under their id, recorded in results/index
+NEEDS_RESULTS = ("tidy", "claims")      # stage functions that read other nodes' outputs
+
+
+def run(payload: dict, results: str, **kwargs):
+    """Run a node's stage function inside a job.
+
+    Content-addressed nodes first get their identity record (spec, inputs, source) in
+    results/index/<id>.json, so `iclrepro verify` can recompute every stored id.
+    """
     node = Node(payload["stage"], payload["paper"], payload["spec"], payload["name"], id=payload["id"])
+    if node.stage in CONTENT_ADDRESSED:
+        store.write_json(payload, store.Layout(results).index(node.id))
+    if node.stage in NEEDS_RESULTS:
+        kwargs["results"] = results
     module, _, function = node.entry().partition(":")
     return getattr(importlib.import_module(module), function)(node.spec, node.id, **kwargs)
 

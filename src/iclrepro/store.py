@@ -21,13 +21,15 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from iclrepro.errors import IclreproError
+
 PACKAGE_ROOT = Path(__file__).resolve().parent
 ID_LENGTH = 16
 SPEC_METADATA_KEY = b"iclrepro.spec"
 ID_METADATA_KEY = b"iclrepro.id"
 
 
-class StoreError(RuntimeError):
+class StoreError(IclreproError, RuntimeError):
     """A stored file is missing, unreadable or does not match what was asked for."""
 
 
@@ -43,6 +45,12 @@ def digest(text: str, length: int = ID_LENGTH) -> str:
 def content_id(spec: dict, fingerprint: str) -> str:
     """Id of a stored result: its resolved spec plus the source fingerprint of its stage."""
     return digest(canonical_json({"spec": spec, "source": fingerprint}))
+
+
+def identity_id(record: dict) -> str:
+    """Id from an identity record: spec, input ids and name, hashed with the source fingerprint."""
+    keyed = {"spec": record["spec"], "inputs": record["inputs"], "name": record["name"]}
+    return content_id(keyed, record["source"])
 
 
 # ---------------------------------------------------------------------------
@@ -147,6 +155,9 @@ class Layout:
 
     def claims_table(self) -> str:
         return f"{self.root}/claims.md"
+
+    def index(self, node_id: str) -> str:
+        return f"{self.root}/index/{node_id}.json"
 
     def outputs(self, node) -> list[str]:
         """The files a node produces (the last one is written last: its presence means done)."""

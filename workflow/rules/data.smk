@@ -3,9 +3,10 @@ rule data:
         LAYOUT.data("{id}"),
     params:
         node=payload("data"),
+        results=results_root(levels=2),
     conda:
         ENV
     log:
         f"{RESULTS}/logs/data/{{id}}.log",
     shell:
-        "python -m iclrepro data {params.node:q} {output:q} > {log:q} 2>&1"
+        "python -m iclrepro data {params.node:q} {output:q} --results {params.results:q} > {log:q} 2>&1"

@@ -26,9 +26,11 @@ rule draw:
         pdf=LAYOUT.figure("{paper}", "{name}", "pdf"),
     params:
         node=payload("draw"),
+        results=results_root(levels=3),
     conda:
         ENV
     log:
         f"{RESULTS}/logs/draw/{{paper}}/{{name}}.log",
     shell:
-        "python -m iclrepro draw {params.node:q} {input:q} {output.png:q} {output.pdf:q} > {log:q} 2>&1"
+        "python -m iclrepro draw {params.node:q} {input:q} {output.png:q} {output.pdf:q}"
+        " --results {params.results:q} > {log:q} 2>&1"

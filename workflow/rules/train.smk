@@ -5,6 +5,7 @@ rule train:
         [LAYOUT.cell("{id}", name) for name in store.CELL_FILES],
     params:
         node=payload("train"),
+        results=results_root(levels=3),
         out_dir=LAYOUT.cell_dir("{id}"),
     threads: CONFIG["threads"]
     resources:
@@ -15,5 +16,5 @@ rule train:
     log:
         f"{RESULTS}/logs/train/{{id}}.log",
     shell:
-        "python -m iclrepro train {params.node:q} {params.out_dir:q} --data {input:q}"
+        "python -m iclrepro train {params.node:q} {params.out_dir:q} --results {params.results:q} --data {input:q}"
         " --threads {threads} > {log:q} 2>&1"

@@ -100,12 +100,13 @@ class Planner:
                 "scenarios": {name: scenario_spec(self.block, name) for name in names}, **(extra or {})}
         return plan.make("tidy", PAPER, spec, name=figure, inputs=tuple(cells + data + theory))
 
-    def check_claims_refer_to_f1(self) -> None:
-        """The claims compare series and a scenario of F1: they must be planned there."""
-        f1, claims = self.block["figures"]["F1"], self.block["claims"]
+    def check_consistency(self) -> None:
+        """Cross-key conditions the schema cannot express, each named by its config key."""
+        figures, claims = self.block["figures"], self.block["claims"]
+        f1 = figures["F1"]
         names = [series["name"] for series in f1["series"]]
         for figure in SWEEPS:
-            series = [entry["name"] for entry in self.block["figures"][figure]["series"]]
+            series = [entry["name"] for entry in figures[figure]["series"]]
             if len(set(series)) < len(series):
                 raise plan.PlanError(f"config {PAPER}.figures.{figure}.series: names must be unique, got {series}")
         for key in ("sh_series", "mh_series"):
@@ -114,9 +115,23 @@ class Planner:
         if claims["reference_scenario"] not in f1["scenarios"]:
             raise plan.PlanError(f"config {PAPER}.claims.reference_scenario: {claims['reference_scenario']!r} "
                                  f"is not a scenario of F1 ({f1['scenarios']})")
+        for name in f1["scenarios"]:
+            p = f1["p_per_d"] * scenario_spec(self.block, name)["d"]
+            for series in f1["series"]:
+                if series["param"] == "full" and p % series["H"]:
+                    raise plan.PlanError(f"config {PAPER}.figures.F1: H={series['H']} of series {series['name']!r} "
+                                         f"does not divide p = p_per_d * d = {p} (scenario {name})")
+        fitted = [D for D in f1["D"] if D >= claims["slope_min_D"]]
+        if len(fitted) < 2:
+            raise plan.PlanError(f"config {PAPER}.figures.F1.D: the slope claims need two D >= "
+                                 f"claims.slope_min_D = {claims['slope_min_D']}, got {f1['D']}")
+        for figure in ("F5", "F6"):
+            if not set(figures[figure]["D"]) & set(f1["D"]):
+                raise plan.PlanError(f"config {PAPER}.figures.{figure}.D: shares no D with F1 ({f1['D']}), "
+                                     f"which its claim compares it with")
 
     def nodes(self) -> list[plan.Node]:
-        self.check_claims_refer_to_f1()
+        self.check_consistency()
         figures = self.block["figures"]
         sweep_rows = {name: self.sweep_rows(name) for name in SWEEPS}
         # F4 also shows the learned single-head W^KQ next to Sigma^{-1} (spec §4)

@@ -26,11 +26,12 @@ import torch
 from torch import nn
 
 from iclrepro import store
+from iclrepro.errors import IclreproError
 
 CHUNK = 50  # updates per Lightning batch; also the stride of the NaN check (a device sync)
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(IclreproError, RuntimeError):
     """A training loss became NaN or infinite."""
 
 

@@ -1,0 +1,117 @@
+"""Store integrity: verify every stored entry against its identity record; collect garbage.
+
+Content-addressed entries are test/training sets (results/data/<id>.parquet) and cells
+(results/cells/<id>/). The job that makes one first writes its identity record
+(results/index/<id>.json: spec, input ids, source fingerprint), so its id can be
+recomputed here and compared with where it is stored and with what its files say.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iclrepro import config, plan, store
+
+SCALES = config.SCALES
+ACCELERATORS = ("cpu", "cuda")
+
+
+@dataclass
+class Report:
+    checked: int = 0
+    incomplete: list[str] = field(default_factory=list)  # started, never finished: rerun, not corrupt
+    problems: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        summary = (f"{self.checked} entries checked: {len(self.problems)} problems, "
+                   f"{len(self.incomplete)} incomplete")
+        return [f"problem: {p}" for p in self.problems] + [f"incomplete: {p}" for p in self.incomplete] + [summary]
+
+
+def _entries(layout: store.Layout) -> dict[str, Path]:
+    """Every stored data set and cell, by id."""
+    root = Path(layout.root)
+    found = {path.stem: path for path in (root / "data").glob("*.parquet")}
+    found.update({path.name: path for path in (root / "cells").glob("*") if path.is_dir()})
+    return found
+
+
+def _check_data(record: dict, path: Path) -> None:
+    table = store.read_parquet(path, content=record["id"])
+    if store.parquet_spec(table, path) != record["spec"]:
+        raise store.StoreError(f"{path}: the spec in its metadata differs from its identity record")
+
+
+def _check_cell(record: dict, path: Path) -> None:
+    cell = store.read_json(path / "spec.json")
+    if cell.get("id") != record["id"] or cell.get("spec") != record["spec"]:
+        raise store.StoreError(f"{path / 'spec.json'}: id or spec differs from the identity record")
+    for name in ("train.parquet", "metrics.parquet"):
+        store.read_parquet(path / name, content=record["id"])
+    _, spec = store.load_model(path / "model.pt")
+    if spec != record["spec"]:
+        raise store.StoreError(f"{path / 'model.pt'}: its spec differs from the identity record")
+
+
+def verify(results: str) -> Report:
+    """Recompute every recorded id and check each entry's files are readable and consistent."""
+    layout, report = store.Layout(results), Report()
+    entries = _entries(layout)
+    records = {}
+    for path in sorted(Path(results, "index").glob("*.json")):
+        try:
+            records[path.stem] = record = store.read_json(path)
+            if store.identity_id(record) != path.stem or record["id"] != path.stem:
+                report.problems.append(f"{path}: its spec hashes to {store.identity_id(record)}, not {path.stem}")
+        except (store.StoreError, KeyError, TypeError) as err:
+            report.problems.append(f"{path}: unreadable identity record ({err})")
+    for node_id, path in sorted(entries.items()):
+        report.checked += 1
+        record = records.get(node_id)
+        if record is None:
+            report.problems.append(f"{path}: no identity record in {layout.index(node_id)}")
+            continue
+        if record["stage"] == "train" and not (path / "metrics.parquet").is_file():
+            report.incomplete.append(f"{path}: no metrics.parquet (a killed or failed job; rerun)")
+            continue
+        try:
+            (_check_cell if record["stage"] == "train" else _check_data)(record, path)
+        except store.StoreError as err:
+            report.problems.append(str(err))
+    return report
+
+
+def referenced_ids(config_path: str | Path, workdir: str | Path) -> set[str]:
+    """Ids of every data set and cell the config plans, at any scale or accelerator.
+
+    Every paper block in the config counts, selected or not, so a smaller run never
+    makes a larger one's results look unused.
+    """
+    raw = config.read(config_path)
+    schema = config.load_schema(workdir)
+    papers = [paper for paper in schema["$defs"]["papers"] if paper in raw]
+    ids = set()
+    for scale in SCALES:
+        for accelerator in ACCELERATORS:
+            resolved = config.check_and_resolve(dict(raw, scale=scale, papers=papers, accelerator=accelerator), schema)
+            built = plan.build(resolved)
+            ids |= set(built.nodes["data"]) | set(built.nodes["train"])
+    return ids
+
+
+def garbage(results: str, referenced: set[str]) -> list[Path]:
+    """Stored entries and identity records that no plan of the config refers to."""
+    unused = [path for node_id, path in _entries(store.Layout(results)).items() if node_id not in referenced]
+    unused += [path for path in Path(results, "index").glob("*.json") if path.stem not in referenced]
+    return sorted(unused)
+
+
+def remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
