@@ -18,6 +18,7 @@ WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "s
 
 def copy_workflow(target: Path) -> Path:
     """A copy of the workflow and its package source, so a test may edit either."""
+    target.mkdir(parents=True, exist_ok=True)
     for name in WORKFLOW_FILES:
         source = ROOT / name
         if source.is_dir():
@@ -45,3 +46,20 @@ def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+SMOKE_CUI = ("--config", "scale=smoke", "papers=cui2024")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """A finished smoke run of cui2024. Read-only: use `copy_run` before changing anything."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("smoke_run"))
+    snakemake(workdir, *SMOKE_CUI)
+    return workdir
+
+
+def copy_run(run: Path, target: Path) -> Path:
+    """A copy of a finished run (workflow, results and Snakemake's records, mtimes kept)."""
+    shutil.copytree(run, target, symlinks=True)
+    return target

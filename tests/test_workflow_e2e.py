@@ -13,13 +13,13 @@ from collections import Counter
 
 import pandas as pd
 import pytest
-from conftest import cli, copy_workflow, snakemake
 
+from conftest import SMOKE_CUI, cli, copy_run, snakemake
 from iclrepro import config, plan, store
 
 pytestmark = pytest.mark.e2e
 
-SMOKE = ("--config", "scale=smoke", "papers=cui2024")
+SMOKE = SMOKE_CUI
 FIGURES = ("F1", "F1b", "F2", "F3", "F4", "F5", "F6", "T1")
 NOISY = "noisy_0.5: {d: 5, sigma2: 0.5}"
 
@@ -39,10 +39,8 @@ def smoke_plan(workdir) -> plan.Plan:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("workflow"))
-    snakemake(workdir, *SMOKE)
-    return workdir
+def workdir(smoke_run, tmp_path_factory):
+    return copy_run(smoke_run, tmp_path_factory.mktemp("e2e") / "run")
 
 
 def test_every_figure_and_claim_file_is_written(workdir):

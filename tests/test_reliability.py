@@ -1,0 +1,109 @@
+"""Surviving kills, concurrent invocations and damaged files; the store stays verifiable.
+
+The kill test starts the workflow, SIGKILLs its whole process group while a training
+job runs, unlocks, reruns, and compares every metric and claim with an uninterrupted
+run. A third invocation started while another runs must be refused by the lock.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import SMOKE_CUI, cli, copy_run, copy_workflow, snakemake
+from iclrepro import config, integrity, plan
+
+pytestmark = pytest.mark.e2e
+
+
+def start(workdir: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", *SMOKE_CUI]
+    return subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True, text=True)
+
+
+def training_in_progress(workdir: Path) -> bool:
+    """A train job has started (its log exists) and its cell is not finished."""
+    for log in (workdir / "results" / "logs" / "train").glob("*.log"):
+        if not (workdir / "results" / "cells" / log.stem / "metrics.parquet").exists():
+            return True
+    return False
+
+
+def wait_for(condition, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def metrics_by_cell(workdir: Path) -> dict[str, pd.DataFrame]:
+    return {cell.name: pd.read_parquet(cell / "metrics.parquet")
+            for cell in sorted((workdir / "results" / "cells").iterdir())}
+
+
+def test_killed_run_resumes_to_identical_results_and_a_concurrent_run_is_refused(smoke_run, tmp_path):
+    workdir = copy_workflow(tmp_path / "killed")
+    first = start(workdir)
+    wait_for(lambda: training_in_progress(workdir))
+    os.killpg(first.pid, signal.SIGKILL)  # the node dies: snakemake and every job with it
+    first.wait()
+
+    snakemake(workdir, "--unlock", *SMOKE_CUI)
+    second = start(workdir)
+    wait_for(lambda: any((workdir / ".snakemake" / "locks").glob("*")))
+    refused = snakemake(workdir, *SMOKE_CUI, check=False)
+    assert refused.returncode != 0 and "cannot be locked" in refused.stdout + refused.stderr
+    assert second.wait() == 0, second.stderr.read()
+
+    expected, resumed = metrics_by_cell(smoke_run), metrics_by_cell(workdir)
+    assert resumed.keys() == expected.keys()
+    for cell, frame in expected.items():
+        pd.testing.assert_frame_equal(resumed[cell], frame)
+    claims = [pd.read_parquet(w / "results" / "claims" / "cui2024.parquet") for w in (smoke_run, workdir)]
+    pd.testing.assert_frame_equal(*claims)
+    assert integrity.verify(str(workdir / "results")).problems == []
+
+
+@pytest.fixture
+def run_copy(smoke_run, tmp_path) -> Path:
+    return copy_run(smoke_run, tmp_path / "run")
+
+
+def test_verify_passes_on_a_clean_store_and_names_damage(run_copy):
+    results = run_copy / "results"
+    report = integrity.verify(str(results))
+    assert report.problems == [] and report.checked > 20
+    cell = next((results / "cells").iterdir())
+    metrics = cell / "metrics.parquet"
+    os.truncate(metrics, metrics.stat().st_size // 2)
+    record = next(p for p in (results / "index").glob("*.json") if p.stem != cell.name)
+    record.write_text(record.read_text().replace('"seed"', '"seed_"', 1).replace('"d":', '"d": 1, "x":', 1))
+    problems = integrity.verify(str(results)).problems
+    assert any(f"{metrics}: unreadable Parquet" in p for p in problems)
+    assert any(f"{record}: its spec hashes to" in p for p in problems)
+    assert subprocess.run([sys.executable, "-m", "iclrepro", "verify", "--results", str(results)],
+                          cwd=run_copy, env=dict(os.environ, PYTHONPATH=str(run_copy / "src"))).returncode == 1
+
+
+def test_gc_deletes_only_what_no_plan_refers_to(run_copy):
+    results = run_copy / "results"
+    referenced = integrity.referenced_ids(run_copy / "config.yaml", run_copy)
+    assert integrity.garbage(str(results), referenced) == []
+    stale = results / "cells" / ("f" * 16)
+    shutil.copytree(next((results / "cells").iterdir()), stale)
+    listed = cli(run_copy, "gc")
+    assert listed.stdout.split() == [str(Path("results") / "cells" / ("f" * 16))] and stale.exists()
+    cli(run_copy, "gc", "--yes")
+    assert not stale.exists()
+    planned = plan.build(config.load(run_copy / "config.yaml", {"scale": "smoke", "papers": "cui2024"}, run_copy))
+    assert all((results / "cells" / cell).is_dir() for cell in planned.cells)
+    assert integrity.verify(str(results)).problems == []

@@ -1,0 +1,31 @@
+"""Config values never reach eval/exec or an unquoted shell word; names stay inside results/."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from iclrepro import config
+
+
+def test_no_eval_or_exec_in_the_package(root):
+    for path in (root / "src").rglob("*.py"):
+        assert not re.search(r"\b(eval|exec)\(", path.read_text()), path
+
+
+def test_every_shell_placeholder_is_quoted(root):
+    checked = 0
+    for path in (root / "workflow" / "rules").glob("*.smk"):
+        strings = "".join(re.findall(r'"([^"]*)"', path.read_text()))
+        for placeholder in re.findall(r"(?<!\{)\{([^{}]+)\}(?!\})", strings):
+            if placeholder.startswith(("params.", "input", "output", "log")):
+                assert placeholder.endswith(":q"), f"{path.name}: {{{placeholder}}} is not shell-quoted"
+                checked += 1
+    assert checked > 10
+
+
+@pytest.mark.parametrize("results", ["../elsewhere", "/tmp/abs", "results/../../x", "res ults", "a;rm -rf b"])
+def test_results_dir_cannot_leave_the_working_directory(results):
+    with pytest.raises(config.ConfigError, match="must be a relative path"):
+        config.check_results_dir(results)
