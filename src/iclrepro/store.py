@@ -16,12 +16,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Iterator
 
 from iclrepro.errors import IclreproError
+
+if TYPE_CHECKING:  # pyarrow is imported where it is used: planning must stay light
+    import pyarrow as pa
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 ID_LENGTH = 16
@@ -218,6 +218,8 @@ def read_json(path) -> dict:
 
 def write_parquet(table: pa.Table, path, spec: dict | None = None, content: str | None = None):
     """Write `table` atomically, recording `spec` (and its id `content`) in the metadata."""
+    import pyarrow.parquet as pq
+
     metadata = dict(table.schema.metadata or {})
     if spec is not None:
         metadata[SPEC_METADATA_KEY] = canonical_json(spec).encode()
@@ -233,6 +235,9 @@ def read_parquet(path, content: str | None = None) -> pa.Table:
 
     Raises StoreError naming the file when it is missing, corrupted, or does not match.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path = Path(path)
     if not path.is_file():
         raise StoreError(f"{path}: missing")

@@ -10,7 +10,7 @@ slopes and constants over F1 and F3-F6. One cell = one model setting at one
 from __future__ import annotations
 
 from iclrepro import plan
-from iclrepro.tasks.cui2024 import Scenario
+from iclrepro.tasks.cui2024_scenario import Scenario
 
 PAPER = "cui2024"
 SWEEPS = ("F1", "F3", "F4", "F5", "F6")   # loss vs D over scenarios and model series

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 
 from iclrepro import store
-from iclrepro.tasks.cui2024 import Scenario
+from iclrepro.tasks.cui2024_scenario import Scenario
 
 
 def g(t: float, d: int, signal: float, sigma2: float) -> float:

@@ -23,6 +23,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pyarrow as pa
 import torch
+from lightning.fabric.plugins.environments import LightningEnvironment
 from torch import nn
 
 from iclrepro import store
@@ -281,15 +282,20 @@ def fit(objective: Objective, optimisation: Optimisation, cell_id: str, seeds: i
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     module = EnsembleModule(objective, optimisation, cell_id, seeds, checkpoint)
     chunks = range(module.first_chunk(), math.ceil(optimisation.steps / CHUNK))
-    trainer = pl.Trainer(
-        accelerator=accelerator, devices=1, max_epochs=1,
-        precision=objective.precision, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        deterministic=True)
     with warnings.catch_warnings():
-        # Lightning's own use of a torch API deprecated in torch 2.13; nothing for us to act on
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=Warning)
-        warnings.filterwarnings("ignore", message=".*configure_optimizers.*", category=Warning)
+        # Lightning's own use of a torch API deprecated in torch 2.13, its note that we train
+        # without an optimizer (closed-form fits), and its hint to launch through srun (we
+        # run one process per cell on purpose): nothing for us to act on
+        for message in (".*LeafSpec.*", ".*configure_optimizers.*", ".*`srun` command is available.*"):
+            warnings.filterwarnings("ignore", message=message, category=Warning)
+        trainer = pl.Trainer(
+            accelerator=accelerator, devices=1, max_epochs=1,
+            precision=objective.precision, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+            deterministic=True,
+            # one device per cell: inside a SLURM job Lightning must not take over the job's
+            # signals and environment as it does for multi-node training
+            plugins=[LightningEnvironment()])
         trainer.fit(module, train_dataloaders=chunks)
     return Fitted(module.losses.cpu().double().numpy(), module.traces, module.snapshots)
 
