@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -167,3 +169,13 @@ def test_checkpoint_of_another_cell_is_ignored(tmp_path):
     checkpoint = core.Checkpointing(tmp_path / "checkpoint.pt", every_seconds=0)
     core.fit(training.Regression(spec, torch.device("cpu")), optimisation, "other", 1, checkpoint=checkpoint)
     assert checkpoint.load("cell") is None and checkpoint.load("other")["done"] == 50
+
+
+def test_progress_lines_report_step_loss_rate_and_time_left(capsys):
+    progress = core.Progress("abc", steps=200, every_seconds=0)
+    losses = torch.full((200, 2), 0.5)
+    for done in (50, 100, 150, 200):
+        progress.update(done, losses)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2  # the first call starts the clock, the last step prints nothing
+    assert re.fullmatch(r"cell abc: step 150/200 \(75%\), loss 0.5, \d+ steps/s, about [\d.]+ min left", lines[-1])

@@ -72,7 +72,7 @@ def test_cli_lists_cells_as_done(workdir):
     listing = cli(workdir, "cells", "--scale", "smoke", "--papers", "cui2024")
     rows = [line.split("\t") for line in listing.stdout.splitlines()]
     assert len(rows) == len(smoke_plan(workdir).cells) and all(row[3] == "done" for row in rows)
-    assert "24 cells, 24 done" in listing.stderr
+    assert "cui2024: 24 cells: 24 done, 0 running, 0 failed, 0 interrupted, 0 pending" in listing.stderr
 
 
 def test_cli_predict_gives_one_column_per_seed(workdir, tmp_path):

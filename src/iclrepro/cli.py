@@ -27,27 +27,30 @@ def _run_stage(args) -> None:
 def _claims_table(args) -> None:
     from iclrepro.evaluation import claims
 
-    claims.write_table(args.inputs, args.out)
+    claims.write_table(args.inputs, args.out_md, args.out_html)
 
 
 def _cells(args) -> None:
-    from iclrepro import config, plan, store
+    from collections import Counter
+
+    from iclrepro import config, integrity, plan, store
 
     overrides = {key: value for key, value in (("scale", args.scale), ("papers", args.papers)) if value}
     resolved = config.load(args.config, overrides, Path(args.config).resolve().parent)
-    built = plan.build(resolved)
     layout = store.Layout(resolved["results"])
     rows = []
-    for node in built.cells.values():
+    for node in plan.build(resolved).cells.values():
         if args.paper and node.paper != args.paper:
             continue
         planner = importlib.import_module(REGISTRY[node.paper].planner)
-        status = "done" if Path(layout.done_marker(node)).is_file() else "pending"
-        rows.append((node.id, node.paper, planner.describe(node.spec), status))
+        log = Path(layout.root) / "logs" / "train" / f"{node.id}.log"
+        rows.append((node.id, node.paper, planner.describe(node.spec), integrity.cell_status(layout, node.id, log)))
     for row in sorted(rows, key=lambda r: (r[1], r[2])):
         print("\t".join(row))
-    done = sum(row[3] == "done" for row in rows)
-    print(f"{len(rows)} cells, {done} done, {len(rows) - done} pending", file=sys.stderr)
+    for paper in sorted({row[1] for row in rows}):
+        counts = Counter(row[3] for row in rows if row[1] == paper)
+        summary = ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "failed", "interrupted", "pending"))
+        print(f"{paper}: {sum(counts.values())} cells: {summary}", file=sys.stderr)
 
 
 def _results_dir(args) -> str:
@@ -111,12 +114,14 @@ def parser() -> argparse.ArgumentParser:
     stage("draw", "draw a figure", (("tidy",), {}), (("out_png",), {}), (("out_pdf",), {}))
     stage("claims", "check a paper's claims", out)
 
-    table = sub.add_parser("claims-table", help="write the Markdown table of all claim verdicts")
-    table.add_argument("out")
+    table = sub.add_parser("claims-table", help="write the Markdown and HTML tables of all claim verdicts")
+    table.add_argument("out_md")
+    table.add_argument("out_html")
     table.add_argument("inputs", nargs="+")
     table.set_defaults(func=_claims_table)
 
-    cells = sub.add_parser("cells", help="list planned cells: id, paper, settings, done or pending")
+    cells = sub.add_parser("cells", help="list planned cells: id, paper, settings, and done, running, failed, "
+                                         "interrupted or pending")
     cells.add_argument("--paper", choices=sorted(REGISTRY))
     cells.add_argument("--config", default="config.yaml")
     cells.add_argument("--scale", choices=("smoke", "quick", "paper"))

@@ -9,6 +9,7 @@ recomputed here and compared with where it is stored and with what its files say
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,21 @@ def verify(results: str) -> Report:
         except store.StoreError as err:
             report.problems.append(str(err))
     return report
+
+
+STALE_SECONDS = 600  # a running cell writes a progress line at least every 30 s
+
+
+def cell_status(layout: store.Layout, node_id: str, log: Path) -> str:
+    """done, failed (the job's log shows an error), running, interrupted or pending."""
+    if Path(layout.cell(node_id)).is_file():
+        return "done"
+    if not log.is_file():
+        return "pending"
+    text = log.read_text(errors="replace")
+    if "Traceback" in text or "Error" in text:
+        return "failed"
+    return "running" if time.time() - log.stat().st_mtime < STALE_SECONDS else "interrupted"
 
 
 def referenced_ids(config_path: str | Path, workdir: str | Path) -> set[str]:

@@ -42,9 +42,16 @@ class Node:
         return getattr(REGISTRY[self.paper], self.stage)
 
     def payload(self) -> dict:
-        """What the job receives: everything needed to run it, and to recompute its id."""
-        return {"stage": self.stage, "paper": self.paper, "name": self.name, "id": self.id,
-                "spec": self.spec, "inputs": sorted(i.id for i in self.inputs), "source": self.source}
+        """What the job receives: everything needed to run it, and to recompute its id.
+
+        A drawing also gets the cells behind its figure, for the figure's provenance.
+        """
+        payload = {"stage": self.stage, "paper": self.paper, "name": self.name, "id": self.id,
+                   "spec": self.spec, "inputs": sorted(i.id for i in self.inputs), "source": self.source}
+        if self.stage == "draw":
+            payload["cells"] = sorted({cell.id for tidy in self.inputs for cell in tidy.inputs
+                                       if cell.stage == "train"})
+        return payload
 
 
 def make(stage: str, paper: str, spec: dict, name: str | None = None,
@@ -65,15 +72,21 @@ def run(payload: dict, results: str, **kwargs):
     """Run a node's stage function inside a job.
 
     Content-addressed nodes first get their identity record (spec, inputs, source) in
-    results/index/<id>.json, so `iclrepro verify` can recompute every stored id.
+    results/index/<id>.json, so `iclrepro verify` can recompute every stored id. A
+    drawing is followed by its figure's provenance (results/figures/<paper>/<name>.json).
     """
     node = Node(payload["stage"], payload["paper"], payload["spec"], payload["name"], id=payload["id"])
+    layout = store.Layout(results)
     if node.stage in CONTENT_ADDRESSED:
-        store.write_json(payload, store.Layout(results).index(node.id))
+        store.write_json(payload, layout.index(node.id))
     if node.stage in NEEDS_RESULTS:
         kwargs["results"] = results
     module, _, function = node.entry().partition(":")
-    return getattr(importlib.import_module(module), function)(node.spec, node.id, **kwargs)
+    getattr(importlib.import_module(module), function)(node.spec, node.id, **kwargs)
+    if node.stage == "draw":
+        from iclrepro import provenance
+
+        provenance.write(payload, results, layout.figure(node.paper, node.name, "json"))
 
 
 # ---------------------------------------------------------------------------
@@ -110,7 +123,7 @@ class Plan:
         for node in self.nodes["draw"].values():
             paths += self.layout.outputs(node) + self.layout.input_paths(node)
         paths += [self.layout.claims(node.paper) for node in self.nodes["claims"].values()]
-        return paths + [self.layout.claims_table()]
+        return paths + [self.layout.claims_table("md"), self.layout.claims_table("html")]
 
 
 def build(config: dict) -> Plan:

@@ -153,8 +153,8 @@ class Layout:
     def claims(self, paper: str) -> str:
         return f"{self.root}/claims/{paper}.parquet"
 
-    def claims_table(self) -> str:
-        return f"{self.root}/claims.md"
+    def claims_table(self, ext: str = "md") -> str:
+        return f"{self.root}/claims.{ext}"
 
     def index(self, node_id: str) -> str:
         return f"{self.root}/index/{node_id}.json"
@@ -170,7 +170,7 @@ class Layout:
         if node.stage == "tidy":
             return [self.tidy(node.paper, node.name)]
         if node.stage == "draw":
-            return [self.figure(node.paper, node.name, ext) for ext in ("png", "pdf")]
+            return [self.figure(node.paper, node.name, ext) for ext in ("png", "pdf", "json")]
         return [self.claims(node.paper)]
 
     def done_marker(self, node) -> str:

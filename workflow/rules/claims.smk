@@ -18,7 +18,8 @@ rule claims_table:
     input:
         [LAYOUT.claims(paper) for paper in CONFIG["papers"]],
     output:
-        LAYOUT.claims_table(),
+        md=LAYOUT.claims_table("md"),
+        html=report(LAYOUT.claims_table("html"), caption="../report/claims.rst", category="Claims"),
     params:
         source=store.fingerprint("iclrepro.evaluation.claims"),
     conda:
@@ -26,4 +27,4 @@ rule claims_table:
     log:
         f"{RESULTS}/logs/claims/table.log",
     shell:
-        "python -m iclrepro claims-table {output:q} {input:q} > {log:q} 2>&1"
+        "python -m iclrepro claims-table {output.md:q} {output.html:q} {input:q} > {log:q} 2>&1"

@@ -58,6 +58,12 @@ def cell_resources(key):
     return of
 
 
+def figure_caption(wildcards):
+    """Params function: the figure's caption text (workflow/report/<paper>/<name>.rst)."""
+    path = ROOT / "workflow" / "report" / wildcards.paper / f"{wildcards.name}.rst"
+    return path.read_text() if path.is_file() else ""
+
+
 def results_root(levels):
     """Params function: the results directory, `levels` directories above the output."""
     return lambda wildcards, output: str(Path(output[0]).parents[levels - 1])

@@ -22,10 +22,24 @@ rule draw:
     input:
         LAYOUT.tidy("{paper}", "{name}"),
     output:
-        png=LAYOUT.figure("{paper}", "{name}", "png"),
+        png=report(
+            LAYOUT.figure("{paper}", "{name}", "png"),
+            caption="../report/figure.rst",
+            category="{paper}",
+            subcategory="{name}",
+            labels={"figure": "{name}", "file": "figure"},
+        ),
         pdf=LAYOUT.figure("{paper}", "{name}", "pdf"),
+        provenance=report(
+            LAYOUT.figure("{paper}", "{name}", "json"),
+            caption="../report/provenance.rst",
+            category="{paper}",
+            subcategory="{name}",
+            labels={"figure": "{name}", "file": "provenance"},
+        ),
     params:
         node=payload("draw"),
+        caption=figure_caption,
         results=results_root(levels=3),
     conda:
         ENV

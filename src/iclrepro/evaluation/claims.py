@@ -71,8 +71,21 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_table(paths: list[str], out) -> None:
-    """Claims-table stage: results/claims.md from every paper's claims parquet."""
+def html(frame: pd.DataFrame) -> str:
+    """The same table as a standalone HTML page (shown in the Snakemake report)."""
+    shown = frame.assign(verdict=frame["passed"].map({True: "passes", False: "FAILS"})).drop(columns="passed")
+    table = shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="claims")
+    style = ("table.claims{border-collapse:collapse;font:13px sans-serif}"
+             "table.claims td,table.claims th{border:1px solid #ccc;padding:4px 8px;text-align:left}")
+    summary = "".join(f"<li>{paper}: {int(rows['passed'].sum())} of {len(rows)} claims pass</li>"
+                      for paper, rows in frame.groupby("paper", sort=True))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Claim verdicts</title>"
+            f"<style>{style}</style></head><body><h1>Claim verdicts</h1><ul>{summary}</ul>{table}</body></html>")
+
+
+def write_table(paths: list[str], out_md, out_html) -> None:
+    """Claims-table stage: results/claims.md and .html from every paper's claims parquet."""
     frame = pd.concat([read(path) for path in paths], ignore_index=True)
-    with store.atomic_path(out) as tmp:
-        tmp.write_text(markdown(frame))
+    for out, text in ((out_md, markdown(frame)), (out_html, html(frame))):
+        with store.atomic_path(out) as tmp:
+            tmp.write_text(text)

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import platform
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from iclrepro import store
 from iclrepro.errors import IclreproError
 
 CHUNK = 50  # updates per Lightning batch; also the stride of the NaN check (a device sync)
+PROGRESS_SECONDS = 30.0  # wall time between progress lines in a long cell's log
 
 
 class DivergenceError(IclreproError, RuntimeError):
@@ -164,6 +166,28 @@ class Checkpointing:
         self.path.unlink(missing_ok=True)
 
 
+class Progress:
+    """Progress lines (steps done, mean loss, rate, time left) for the cell's log."""
+
+    def __init__(self, cell_id: str, steps: int, every_seconds: float = PROGRESS_SECONDS):
+        self.cell_id, self.steps, self.every_seconds = cell_id, steps, every_seconds
+        self.started = self.last = time.monotonic()
+        self.first_step: int | None = None
+
+    def update(self, done: int, losses: torch.Tensor) -> None:
+        now = time.monotonic()
+        if self.first_step is None:
+            self.first_step = done
+        if now - self.last < self.every_seconds or done == self.steps:
+            return
+        self.last = now
+        rate = (done - self.first_step) / max(now - self.started, 1e-9)
+        left = (self.steps - done) / rate if rate > 0 else float("inf")
+        loss = float(losses[max(0, done - CHUNK):done].mean())
+        print(f"cell {self.cell_id}: step {done}/{self.steps} ({100 * done / self.steps:.0f}%), "
+              f"loss {loss:.4g}, {rate:.0f} steps/s, about {left / 60:.1f} min left", file=sys.stderr, flush=True)
+
+
 class EnsembleModule(pl.LightningModule):
     """Thin Lightning wrapper with manual optimisation.
 
@@ -185,6 +209,7 @@ class EnsembleModule(pl.LightningModule):
         self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
         self.checkpoint = checkpoint
         self.resume_from = checkpoint.load(cell_id) if checkpoint else None
+        self.progress = Progress(cell_id, optimisation.steps)
 
     def on_train_start(self):
         if self.resume_from is not None:
@@ -201,6 +226,7 @@ class EnsembleModule(pl.LightningModule):
             self.losses[step] = self.update().detach()
             self.after_step(step + 1)
         self.check_finite(step + 1)
+        self.progress.update(step + 1, self.losses)
         if self.checkpoint and self.checkpoint.due() and step + 1 < self.optimisation.steps:
             self.checkpoint.save(self.training_state(step + 1))
 
