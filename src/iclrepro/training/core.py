@@ -176,8 +176,9 @@ class Progress:
 
     def update(self, done: int, losses: torch.Tensor) -> None:
         now = time.monotonic()
-        if self.first_step is None:
-            self.first_step = done
+        if self.first_step is None:  # the rate is measured from the first chunk on (after start-up)
+            self.first_step, self.started, self.last = done, now, now
+            return
         if now - self.last < self.every_seconds or done == self.steps:
             return
         self.last = now
