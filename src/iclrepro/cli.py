@@ -81,6 +81,14 @@ def _gc(args) -> None:
         print(f"{len(unused)} entries no plan of {args.config} refers to; delete them with --yes", file=sys.stderr)
 
 
+def _bench(args) -> None:
+    from iclrepro import bench, store
+
+    figures = bench.run(Path(args.workdir), Path(args.results), args.pipeline)
+    print(bench.table(figures))
+    store.write_json(figures, args.out)
+
+
 def _predict(args) -> None:
     from iclrepro import store
 
@@ -135,6 +143,14 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--config", default="config.yaml")
         cmd.add_argument("--results", help="results directory (default: the config's)")
         cmd.set_defaults(func=func)
+
+    bench = sub.add_parser("bench", help="measure the performance figures (see benchmarks.md)")
+    bench.add_argument("--out", default="benchmarks.json", help="write the figures here as JSON")
+    bench.add_argument("--workdir", default=".", help="the workflow directory")
+    bench.add_argument("--results", default="results", help="results of the last run (for peak RSS per rule)")
+    bench.add_argument("--pipeline", action="store_true",
+                       help="also time the quick pipeline from scratch with 2 cores and with 1 core (slow)")
+    bench.set_defaults(func=_bench)
 
     predict = sub.add_parser("predict", help="run a trained cell on prompts: one column per seed")
     predict.add_argument("cell_dir")

@@ -8,6 +8,8 @@ rule claims:
         results=results_root(levels=2),
     conda:
         ENV
+    benchmark:
+        f"{RESULTS}/benchmarks/claims/{{paper}}.tsv"
     log:
         f"{RESULTS}/logs/claims/{{paper}}.log",
     shell:
@@ -24,6 +26,8 @@ rule claims_table:
         source=store.fingerprint("iclrepro.evaluation.claims"),
     conda:
         ENV
+    benchmark:
+        f"{RESULTS}/benchmarks/claims_table.tsv"
     log:
         f"{RESULTS}/logs/claims/table.log",
     shell:

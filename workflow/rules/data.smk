@@ -6,6 +6,8 @@ rule data:
         results=results_root(levels=2),
     conda:
         ENV
+    benchmark:
+        f"{RESULTS}/benchmarks/data/{{id}}.tsv"
     log:
         f"{RESULTS}/logs/data/{{id}}.log",
     shell:

@@ -12,6 +12,8 @@ rule tidy:
         results=results_root(levels=3),
     conda:
         ENV
+    benchmark:
+        f"{RESULTS}/benchmarks/tidy/{{paper}}/{{name}}.tsv"
     log:
         f"{RESULTS}/logs/tidy/{{paper}}/{{name}}.log",
     shell:
@@ -43,6 +45,8 @@ rule draw:
         results=results_root(levels=3),
     conda:
         ENV
+    benchmark:
+        f"{RESULTS}/benchmarks/draw/{{paper}}/{{name}}.tsv"
     log:
         f"{RESULTS}/logs/draw/{{paper}}/{{name}}.log",
     shell:

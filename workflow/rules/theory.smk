@@ -6,6 +6,8 @@ rule theory:
         results=results_root(levels=3),
     conda:
         ENV
+    benchmark:
+        f"{RESULTS}/benchmarks/theory/{{paper}}/{{name}}.tsv"
     log:
         f"{RESULTS}/logs/theory/{{paper}}/{{name}}.log",
     shell:

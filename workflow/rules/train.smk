@@ -13,6 +13,8 @@ rule train:
         runtime=cell_resources("runtime"),
     conda:
         ENV
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{id}}.tsv"
     log:
         f"{RESULTS}/logs/train/{{id}}.log",
     shell:

@@ -17,6 +17,7 @@ class PaperStages:
                   # resources(cell spec) -> {mem_mb, runtime (minutes)}
     data: str     # (spec, id, out) -> None: write a test or training set
     train: str    # (spec, id, data, out_dir, threads, checkpoint_minutes) -> None: train + evaluate
+    objective: str  # (cell spec, device) -> training.core.Objective (what `iclrepro bench` times)
     predict: str  # (cell_dir, prompts, out) -> None: run a trained cell on a prompt set
     theory: str   # (spec, id, out) -> None: closed forms / reference algorithms
     tidy: str     # (spec, id, results, out) -> None: a figure's tidy data
@@ -29,6 +30,7 @@ REGISTRY: dict[str, PaperStages] = {
         planner="iclrepro.papers.cui2024",
         data="iclrepro.tasks.cui2024:write_test_set",
         train="iclrepro.training.cui2024:train_cell",
+        objective="iclrepro.training.cui2024:Regression",
         predict="iclrepro.evaluation.cui2024:predict",
         theory="iclrepro.theory.cui2024:write",
         tidy="iclrepro.evaluation.cui2024:tidy",

@@ -1,0 +1,195 @@
+"""`iclrepro bench`: the performance figures of issue-level targets, measured in one run.
+
+* lightning_over_bare: steps/s of the pipeline's Lightning path over a bare torch loop
+  (same cui2024 model, batch, optimiser and schedule; H = 1 and H = 8), setup included;
+* ensemble8_speedup: 8 seeds trained as one ensemble vs 8 single-seed runs in sequence;
+* steps_per_s: per paper, the largest quick-scale cell's model through the Lightning path;
+* dryrun_s_10k_cells: parse + `snakemake -n` of a synthetic 10,000-cell config;
+* peak_rss_mb: per rule kind, from the Snakemake benchmark records of the last run;
+* with --pipeline: the quick pipeline from scratch with 2 cores and with 1 core.
+Timings take the best of a few repeats: the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import importlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from iclrepro import config, plan
+from iclrepro.papers import REGISTRY
+from iclrepro.training import core
+
+BENCH_STEPS = 1500   # the quick scale's steps for cui2024
+PAPER_STEPS = 300    # steps timed per paper model
+REPEATS = 3
+WORKFLOW = ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "src")
+
+
+def cui2024_spec(H: int, seeds: list[int], steps: int = BENCH_STEPS) -> dict:
+    """A quick-scale cui2024 cell (d = 5, D = 80, batch 128) with H heads, p = 8 per head."""
+    return {"paper": "cui2024", "scenario": {"d": 5, "W": 1.0, "sigma2": 0.0}, "D": 80,
+            "model": {"param": "full", "H": H, "p": 8 * H, "init_std": 0.01, "init": "identity",
+                      "identity_eps": 0.05},
+            "seeds": seeds, "test": "0" * 16, "device": "cpu",
+            "training": {"batch": 128, "optimisation": {"steps": steps, "lr": 0.003, "decay_fraction": 0.2}}}
+
+
+def objective_of(spec: dict) -> core.Objective:
+    module, _, name = REGISTRY[spec["paper"]].objective.partition(":")
+    return getattr(importlib.import_module(module), name)(spec, torch.device(spec.get("device", "cpu")))
+
+
+def optimisation_of(spec: dict, steps: int | None = None) -> core.Optimisation:
+    settings = dict(spec["training"]["optimisation"])
+    if steps is not None:
+        settings["steps"] = min(steps, settings["steps"])
+    return core.Optimisation(**settings)
+
+
+def best_seconds(run, repeats: int = REPEATS) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def lightning_run(spec: dict, steps: int | None = None):
+    return lambda: core.fit(objective_of(spec), optimisation_of(spec, steps), "bench", len(spec["seeds"]))
+
+
+def bare_run(spec: dict):
+    """The same training in a plain loop: no Lightning, no loss buffer, no checks."""
+
+    def run():
+        objective = objective_of(spec)
+        optimisation = optimisation_of(spec)
+        optimizer = torch.optim.Adam(objective.model.parameters(), lr=optimisation.lr)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, optimisation.factor)
+        for _ in range(optimisation.steps):
+            loss = objective.loss(objective.draw()).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+
+    return run
+
+
+def lightning_over_bare(H: int) -> float:
+    spec = cui2024_spec(H, [0])
+    return best_seconds(bare_run(spec)) / best_seconds(lightning_run(spec))
+
+
+def ensemble8_speedup() -> float:
+    together = best_seconds(lightning_run(cui2024_spec(1, list(range(8)))), repeats=2)
+    alone = best_seconds(lambda: [lightning_run(cui2024_spec(1, [seed]))() for seed in range(8)], repeats=1)
+    return alone / together
+
+
+def steps_per_s(workdir: Path) -> dict[str, float]:
+    """Per paper: the quick-scale cell with the largest estimated runtime, PAPER_STEPS steps."""
+    resolved = config.load(workdir / "config.yaml", {"scale": "quick"}, workdir)
+    found = {}
+    for paper in resolved["papers"]:
+        planner = importlib.import_module(REGISTRY[paper].planner)
+        cells = [node for node in plan.build(dict(resolved, papers=[paper])).cells.values()]
+        spec = max(cells, key=lambda node: planner.resources(node.spec)["runtime"]).spec
+        steps = optimisation_of(spec, PAPER_STEPS).steps
+        found[paper] = steps / best_seconds(lightning_run(spec, PAPER_STEPS), repeats=2)
+    return found
+
+
+def synthetic_config(raw: dict, cells: int) -> dict:
+    """The cui2024 block with enough noisy scenarios x D values in F3 for `cells` cells."""
+    block = copy.deepcopy(raw["cui2024"])
+    D_values = list(range(10, 110))                       # 100 D values x 2 series = 200 cells a scenario
+    names = [f"noisy_{i}" for i in range(cells // 200)]
+    block["scenarios"].update({name: {"d": 5, "sigma2": 0.01 * (i + 1)} for i, name in enumerate(names)})
+    block["scales"]["quick"]["figures"]["F3"] = {"scenarios": names, "D": D_values}
+    return dict(raw, cui2024=block, papers=["cui2024"], scale="quick")
+
+
+def dryrun_seconds(workdir: Path, cells: int = 10_000) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp)
+        for name in WORKFLOW:
+            source = workdir / name
+            (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy / name)
+        raw = synthetic_config(config.read(workdir / "config.yaml"), cells)
+        (copy / "config.yaml").write_text(json.dumps(raw))
+        planned = len(plan.build(config.load(copy / "config.yaml", workdir=copy)).cells)
+        command = [sys.executable, "-m", "snakemake", "-n", "--quiet", "all", "--cores", "2"]
+        start = time.perf_counter()
+        subprocess.run(command, cwd=copy, check=True, capture_output=True)
+        return time.perf_counter() - start, planned
+
+
+def peak_rss_mb(results: Path) -> dict[str, float]:
+    """Largest max_rss (MB) per rule kind in Snakemake's benchmark records of the last run."""
+    peaks: dict[str, float] = {}
+    for record in (results / "benchmarks").rglob("*.tsv"):
+        kind = record.relative_to(results / "benchmarks").parts[0].removesuffix(".tsv")
+        with record.open() as handle:
+            for row in csv.DictReader(handle, delimiter="\t"):
+                try:
+                    peaks[kind] = max(peaks.get(kind, 0.0), float(row["max_rss"]))
+                except ValueError:
+                    continue  # "NA" where the job was too short to sample
+    return peaks
+
+
+def pipeline_seconds(workdir: Path) -> dict[str, float]:
+    """The quick pipeline from scratch, with 2 cores and with 1 core (long: minutes each)."""
+    found = {}
+    for cores in (2, 1):
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in WORKFLOW:
+                source = workdir / name
+                (shutil.copytree if source.is_dir() else shutil.copy2)(source, Path(tmp) / name)
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), "--quiet"],
+                           cwd=tmp, check=True, capture_output=True)
+            found[f"quick_pipeline_s_cores{cores}"] = time.perf_counter() - start
+    found["cores1_over_cores2"] = found["quick_pipeline_s_cores1"] / found["quick_pipeline_s_cores2"]
+    return found
+
+
+def run(workdir: Path, results: Path, pipeline: bool) -> dict:
+    core.configure_threads(1)
+    seconds, cells = dryrun_seconds(workdir)
+    figures = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "torch": torch.__version__},
+        "lightning_over_bare": {"H=1": lightning_over_bare(1), "H=8": lightning_over_bare(8)},
+        "ensemble8_speedup": ensemble8_speedup(),
+        "steps_per_s": steps_per_s(workdir),
+        "dryrun_s_10k_cells": seconds, "dryrun_cells": cells,
+        "peak_rss_mb": peak_rss_mb(results),
+    }
+    if pipeline:
+        figures.update(pipeline_seconds(workdir))
+    return figures
+
+
+def table(figures: dict) -> str:
+    lines = ["| figure | value |", "|---|---|"]
+    for key, value in figures.items():
+        if isinstance(value, dict) and key != "machine":
+            lines += [f"| {key} {sub} | {v:.3g} |" for sub, v in value.items()]
+        elif key != "machine":
+            lines.append(f"| {key} | {value:.3g} |")
+    return "\n".join(lines)
