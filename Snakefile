@@ -19,7 +19,6 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/theory.smk"
 include: "workflow/rules/figures.smk"

@@ -48,14 +48,14 @@ def root() -> Path:
     return ROOT
 
 
-SMOKE_CUI = ("--config", "scale=smoke", "papers=cui2024")
+SMOKE = ("--config", "scale=smoke")  # every implemented paper (the config's default list)
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
-    """A finished smoke run of cui2024. Read-only: use `copy_run` before changing anything."""
+    """A finished smoke run of every paper. Read-only: use `copy_run` before changing anything."""
     workdir = copy_workflow(tmp_path_factory.mktemp("smoke_run"))
-    snakemake(workdir, *SMOKE_CUI)
+    snakemake(workdir, *SMOKE)
     return workdir
 
 

@@ -18,14 +18,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import SMOKE_CUI, cli, copy_run, copy_workflow, snakemake
+from conftest import SMOKE, cli, copy_run, copy_workflow, snakemake
 from iclrepro import config, integrity, plan
 
 pytestmark = pytest.mark.e2e
 
 
 def start(workdir: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "snakemake", "--cores", "2", *SMOKE_CUI]
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", *SMOKE]
     return subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True, text=True)
 
@@ -57,10 +57,10 @@ def test_killed_run_resumes_to_identical_results_and_a_concurrent_run_is_refused
     os.killpg(first.pid, signal.SIGKILL)  # the node dies: snakemake and every job with it
     first.wait()
 
-    snakemake(workdir, "--unlock", *SMOKE_CUI)
+    snakemake(workdir, "--unlock", *SMOKE)
     second = start(workdir)
     wait_for(lambda: any((workdir / ".snakemake" / "locks").glob("*")))
-    refused = snakemake(workdir, *SMOKE_CUI, check=False)
+    refused = snakemake(workdir, *SMOKE, check=False)
     assert refused.returncode != 0 and "cannot be locked" in refused.stdout + refused.stderr
     assert second.wait() == 0, second.stderr.read()
 

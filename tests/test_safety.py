@@ -22,7 +22,7 @@ def test_every_shell_placeholder_is_quoted(root):
             if placeholder.startswith(("params.", "input", "output", "log")):
                 assert placeholder.endswith(":q"), f"{path.name}: {{{placeholder}}} is not shell-quoted"
                 checked += 1
-    assert checked > 10
+    assert checked >= 4  # the remaining shell rule (claims_table); the others are scripts
 
 
 @pytest.mark.parametrize("results", ["../elsewhere", "/tmp/abs", "results/../../x", "res ults", "a;rm -rf b"])

@@ -8,18 +8,18 @@ code redraws figures and trains nothing.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 
 import pandas as pd
 import pytest
 
-from conftest import SMOKE_CUI, cli, copy_run, snakemake
+from conftest import SMOKE, cli, copy_run, snakemake
 from iclrepro import config, plan, store
 
 pytestmark = pytest.mark.e2e
 
-SMOKE = SMOKE_CUI
 FIGURES = ("F1", "F1b", "F2", "F3", "F4", "F5", "F6", "T1")
 NOISY = "noisy_0.5: {d: 5, sigma2: 0.5}"
 
@@ -46,7 +46,7 @@ def workdir(smoke_run, tmp_path_factory):
 def test_every_figure_and_claim_file_is_written(workdir):
     figures = workdir / "results" / "figures" / "cui2024"
     for name in FIGURES:
-        for ext in ("png", "pdf", "parquet"):
+        for ext in ("png", "pdf", "parquet", "json"):
             assert (figures / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
     claims = pd.read_parquet(workdir / "results" / "claims" / "cui2024.parquet")
     assert list(claims.columns) == ["paper", "claim_id", "figure", "statement", "measured", "expected", "passed"]
@@ -85,6 +85,15 @@ def test_cli_predict_gives_one_column_per_seed(workdir, tmp_path):
     assert len(predictions) == 400 and predictions["seed_0"].notna().all()
 
 
+def cell_mtimes(workdir) -> dict[str, float]:
+    return {cell.name: (cell / "metrics.parquet").stat().st_mtime
+            for cell in (workdir / "results" / "cells").iterdir()}
+
+
+def batch_ids(jobs, rule: str) -> set[str]:
+    return {output.rsplit("/", 1)[1].removesuffix(".json") for name, output in jobs if name == rule}
+
+
 def test_reruns_touch_only_what_changed(workdir):
     # (a) a finished run has nothing left to do
     assert planned_jobs(workdir) == []
@@ -98,12 +107,16 @@ def test_reruns_touch_only_what_changed(workdir):
     new_cells = set(after.cells) - set(before.cells)
     assert new_cells and all(after.cells[i].spec["scenario"]["sigma2"] == 0.4 for i in new_cells)
     jobs = planned_jobs(workdir)
-    assert {output.split("/")[2] for rule, output in jobs if rule == "train"} == new_cells
-    assert counts(jobs)["data"] == len({after.cells[i].spec["test"] for i in new_cells})
+    for stage in ("train", "data"):  # the batches whose members changed (new cells in, old ones out)
+        assert batch_ids(jobs, stage) == set(after.batches[stage]) - set(before.batches[stage])
     assert {output for rule, output in jobs if rule == "theory"} == {"results/theory/cui2024/noisy_0.5.parquet"}
     assert {output.rsplit("/", 1)[1] for rule, output in jobs if rule == "tidy"} == {"F3.parquet", "T1.parquet"}
     assert counts(jobs)["draw"] == 2 and counts(jobs)["claims"] == 1
+    trained_before = cell_mtimes(workdir)
     snakemake(workdir, *SMOKE)
+    trained_after = cell_mtimes(workdir)
+    assert set(trained_after) - set(trained_before) == new_cells  # the batches trained only the new cells
+    assert all(trained_after[cell] == mtime for cell, mtime in trained_before.items())
 
     # (c) reverting finds the old cells again: nothing to train or generate
     config_file.write_text(original)
@@ -116,3 +129,14 @@ def test_reruns_touch_only_what_changed(workdir):
     figure_code.write_text(figure_code.read_text() + "\n# a plotting-only change\n")
     jobs = counts(planned_jobs(workdir))
     assert jobs["draw"] == len(FIGURES) and jobs["train"] == 0 and jobs["tidy"] == 0 and jobs["data"] == 0
+
+
+def test_every_figure_has_its_provenance(workdir):
+    planned = smoke_plan(workdir)
+    for draw in planned.nodes["draw"].values():
+        record = json.loads((workdir / "results" / "figures" / "cui2024" / f"{draw.name}.json").read_text())
+        expected = sorted({cell.id for tidy in draw.inputs for cell in tidy.inputs if cell.stage == "train"})
+        assert [cell["id"] for cell in record["cells"]] == expected
+        assert all(cell["seeds"] == [0, 1] and cell["provenance"]["seconds"] > 0 for cell in record["cells"])
+        assert {"python", "torch", "lightning", "snakemake"} <= record["versions"].keys()
+        assert "commit" in record["git"] and record["training_seconds"] > 0

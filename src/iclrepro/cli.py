@@ -1,27 +1,19 @@
-"""Command line: the stage commands the workflow's rules call, and tools for users.
+"""Command line tools for users of the pipeline.
 
-Stage commands receive the node as JSON (what the planner resolved), so a job never
-re-reads the config: `iclrepro train NODE OUT_DIR --data ...` etc. User commands:
-`iclrepro cells` lists planned cells and whether they are done; `iclrepro predict`
-runs a trained cell on a prompt set.
+`iclrepro cells` lists planned cells and their state, `verify` and `gc` look after the
+store, `predict` runs a trained cell on a prompt set, `claims-table` rebuilds the claim
+tables, `bench` measures performance. The workflow's jobs run planned nodes through
+workflow/scripts/ (run_stage.py, run_batch.py), not through this command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from pathlib import Path
 
 from iclrepro.papers import REGISTRY
-
-
-def _run_stage(args) -> None:
-    from iclrepro import plan
-
-    keywords = {key: getattr(args, key) for key in args.stage_args}
-    plan.run(args.node, args.results, **keywords)
 
 
 def _claims_table(args) -> None:
@@ -100,27 +92,6 @@ def _predict(args) -> None:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="iclrepro", description=__doc__.splitlines()[0])
     sub = top.add_subparsers(dest="command", required=True)
-
-    def stage(name, help_text, *arguments):
-        cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("node", type=json.loads, help="the planned node, as JSON")
-        cmd.add_argument("--results", required=True, help="the results directory")
-        names = []
-        for flags, options in arguments:
-            cmd.add_argument(*flags, **options)
-            names.append(options.get("dest") or flags[-1].lstrip("-").replace("-", "_"))
-        cmd.set_defaults(func=_run_stage, stage_args=names)
-
-    out = (("out",), {})
-    stage("data", "write a data set", out)
-    stage("train", "train and evaluate a cell", (("out_dir",), {}), (("--data",), {"nargs": "+", "default": []}),
-          (("--threads",), {"type": int, "default": 1}),
-          (("--checkpoint-minutes",), {"type": float, "default": 5.0,
-                                       "help": "wall time between training checkpoints (resumed after a kill)"}))
-    stage("theory", "write a theory table", out)
-    stage("tidy", "write a figure's tidy data", out)
-    stage("draw", "draw a figure", (("tidy",), {}), (("out_png",), {}), (("out_pdf",), {}))
-    stage("claims", "check a paper's claims", out)
 
     table = sub.add_parser("claims-table", help="write the Markdown and HTML tables of all claim verdicts")
     table.add_argument("out_md")

@@ -68,6 +68,10 @@ def verify(results: str) -> Report:
                 report.problems.append(f"{path}: its spec hashes to {store.identity_id(record)}, not {path.stem}")
         except (store.StoreError, KeyError, TypeError) as err:
             report.problems.append(f"{path}: unreadable identity record ({err})")
+    for path in sorted(Path(results, "batches").glob("train/*/*.json")):
+        for member in store.read_json(path).get("members", []):
+            if member not in entries:
+                report.problems.append(f"{path}: member {member} is missing; delete the marker and rerun")
     for node_id, path in sorted(entries.items()):
         report.checked += 1
         record = records.get(node_id)
@@ -100,7 +104,7 @@ def cell_status(layout: store.Layout, node_id: str, log: Path) -> str:
 
 
 def referenced_ids(config_path: str | Path, workdir: str | Path) -> set[str]:
-    """Ids of every data set and cell the config plans, at any scale or accelerator.
+    """Ids of every data set, cell and batch the config plans, at any scale or accelerator.
 
     Every paper block in the config counts, selected or not, so a smaller run never
     makes a larger one's results look unused.
@@ -114,13 +118,15 @@ def referenced_ids(config_path: str | Path, workdir: str | Path) -> set[str]:
             resolved = config.check_and_resolve(dict(raw, scale=scale, papers=papers, accelerator=accelerator), schema)
             built = plan.build(resolved)
             ids |= set(built.nodes["data"]) | set(built.nodes["train"])
+            ids |= set(built.batches)
     return ids
 
 
 def garbage(results: str, referenced: set[str]) -> list[Path]:
-    """Stored entries and identity records that no plan of the config refers to."""
+    """Stored entries, identity records and batch markers no plan of the config refers to."""
     unused = [path for node_id, path in _entries(store.Layout(results)).items() if node_id not in referenced]
     unused += [path for path in Path(results, "index").glob("*.json") if path.stem not in referenced]
+    unused += [path for path in Path(results, "batches").glob("train/*/*.json") if path.stem not in referenced]
     return sorted(unused)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from iclrepro import store
 from iclrepro.errors import IclreproError
@@ -44,10 +45,13 @@ class Node:
     def payload(self) -> dict:
         """What the job receives: everything needed to run it, and to recompute its id.
 
-        A drawing also gets the cells behind its figure, for the figure's provenance.
+        The payloads of its data inputs come along, so that the job can make a data set
+        nobody made yet (data sets are made on demand, see `run`). A drawing also gets the
+        cells behind its figure, for the figure's provenance.
         """
         payload = {"stage": self.stage, "paper": self.paper, "name": self.name, "id": self.id,
-                   "spec": self.spec, "inputs": sorted(i.id for i in self.inputs), "source": self.source}
+                   "spec": self.spec, "inputs": sorted(i.id for i in self.inputs), "source": self.source,
+                   "data": [i.payload() for i in self.inputs if i.stage == "data"]}
         if self.stage == "draw":
             payload["cells"] = sorted({cell.id for tidy in self.inputs for cell in tidy.inputs
                                        if cell.stage == "train"})
@@ -68,13 +72,29 @@ CONTENT_ADDRESSED = ("data", "train")   # stored under their id, recorded in res
 NEEDS_RESULTS = ("tidy", "claims")      # stage functions that read other nodes' outputs
 
 
+def ensure_data(payloads: list[dict], results: str) -> None:
+    """Make every data set in `payloads` that does not exist yet.
+
+    Data sets are content-addressed and deterministic, so they are made on demand by the
+    first job that needs one, never as a Snakemake output (so never deleted by it, and a
+    new data set never reruns jobs that do not read it). Two jobs making the same one at
+    once write identical bytes through atomic renames.
+    """
+    layout = store.Layout(results)
+    for payload in payloads:
+        if not Path(layout.data(payload["id"])).is_file():
+            run(payload, results, out=layout.data(payload["id"]))
+
+
 def run(payload: dict, results: str, **kwargs):
     """Run a node's stage function inside a job.
 
-    Content-addressed nodes first get their identity record (spec, inputs, source) in
-    results/index/<id>.json, so `iclrepro verify` can recompute every stored id. A
-    drawing is followed by its figure's provenance (results/figures/<paper>/<name>.json).
+    Its missing data sets are made first. Content-addressed nodes get their identity
+    record (spec, inputs, source) in results/index/<id>.json, so `iclrepro verify` can
+    recompute every stored id. A drawing is followed by its figure's provenance
+    (results/figures/<paper>/<name>.json).
     """
+    ensure_data(payload.get("data", []), results)
     node = Node(payload["stage"], payload["paper"], payload["spec"], payload["name"], id=payload["id"])
     layout = store.Layout(results)
     if node.stage in CONTENT_ADDRESSED:
@@ -93,22 +113,49 @@ def run(payload: dict, results: str, **kwargs):
 # The plan
 # ---------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Batch:
+    """Cells of one paper that one Snakemake job trains together.
+
+    Members are assigned to `count` buckets by id, so a new node changes only its own
+    bucket. The job's only output is the batch marker; it runs just the members that are
+    not done yet, so computed results are never Snakemake outputs that could be deleted.
+    """
+
+    stage: str
+    paper: str
+    members: tuple[Node, ...]
+    id: str
+
+    @staticmethod
+    def bucket(node_id: str, count: int) -> int:
+        return int(node_id[:8], 16) % count
+
+    def payloads(self) -> list[dict]:
+        return [member.payload() for member in self.members]
+
+
 @dataclass
 class Plan:
     """Every node of the selected papers, by stage; identical nodes are kept once."""
 
     layout: store.Layout
     nodes: dict[str, dict[str, Node]] = field(default_factory=lambda: {s: {} for s in STAGES})
+    batches: dict[str, Batch] = field(default_factory=dict)
+    batch_of: dict[str, Batch] = field(default_factory=dict)
 
     def add(self, node: Node) -> None:
+        key = self.key(node)
+        if key in self.nodes[node.stage]:
+            return
         for upstream in node.inputs:
             self.add(upstream)
-        self.nodes[node.stage].setdefault(self.key(node), node)
+        self.nodes[node.stage][key] = node
 
     @staticmethod
     def key(node: Node) -> str:
         """Content-addressed stages are keyed by id, named ones by paper/name."""
-        return node.id if node.stage in ("data", "train") else f"{node.paper}/{node.name}"
+        return node.id if node.stage in CONTENT_ADDRESSED else f"{node.paper}/{node.name}"
 
     def get(self, stage: str, key: str) -> Node:
         return self.nodes[stage][key]
@@ -117,11 +164,34 @@ class Plan:
     def cells(self) -> dict[str, Node]:
         return self.nodes["train"]
 
+    def make_batches(self, count: int) -> None:
+        """Spread each paper's cells over `count` batches by id."""
+        buckets: dict[tuple[str, int], list[Node]] = {}
+        for node_id in sorted(self.cells):
+            node = self.cells[node_id]
+            buckets.setdefault((node.paper, Batch.bucket(node_id, count)), []).append(node)
+        for (paper, _), members in sorted(buckets.items()):
+            batch = Batch("train", paper, tuple(members), store.digest(" ".join(m.id for m in members)))
+            self.batches[batch.id] = batch
+            self.batch_of.update({member.id: batch for member in members})
+
+    def marker(self, batch: Batch) -> str:
+        return self.layout.batch(batch.stage, batch.paper, batch.id)
+
+    def input_paths(self, inputs) -> list[str]:
+        """What a job waits for: batch markers of cells, done markers of named nodes.
+
+        Data sets are not waited for: the job makes any that are missing.
+        """
+        paths = [self.marker(self.batch_of[i.id]) if i.stage == "train" else self.layout.done_marker(i)
+                 for i in inputs if i.stage != "data"]
+        return list(dict.fromkeys(paths))
+
     def targets(self) -> list[str]:
-        """Every figure (png, pdf, tidy parquet) and claims file, plus the claims table."""
+        """Every figure (png, pdf, provenance, tidy parquet) and claims file, and the claims table."""
         paths = []
         for node in self.nodes["draw"].values():
-            paths += self.layout.outputs(node) + self.layout.input_paths(node)
+            paths += self.layout.outputs(node) + self.input_paths(node.inputs)
         paths += [self.layout.claims(node.paper) for node in self.nodes["claims"].values()]
         return paths + [self.layout.claims_table("md"), self.layout.claims_table("html")]
 
@@ -133,4 +203,5 @@ def build(config: dict) -> Plan:
         planner = importlib.import_module(REGISTRY[paper].planner)
         for node in planner.nodes(config):
             plan.add(node)
+    plan.make_batches(config["batches"])
     return plan

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -159,6 +160,12 @@ class Layout:
     def index(self, node_id: str) -> str:
         return f"{self.root}/index/{node_id}.json"
 
+    def batch(self, stage: str, paper: str, batch_id: str) -> str:
+        return f"{self.root}/batches/{stage}/{paper}/{batch_id}.json"
+
+    def log(self, stage: str, node_id: str) -> str:
+        return f"{self.root}/logs/{stage}/{node_id}.log"
+
     def outputs(self, node) -> list[str]:
         """The files a node produces (the last one is written last: its presence means done)."""
         if node.stage == "data":
@@ -176,9 +183,6 @@ class Layout:
     def done_marker(self, node) -> str:
         return self.outputs(node)[-1]
 
-    def input_paths(self, node) -> list[str]:
-        return [self.done_marker(i) for i in node.inputs]
-
 
 # ---------------------------------------------------------------------------
 # Atomic writes
@@ -189,7 +193,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # unique across processes and hosts: two cluster jobs may write the same entry at once
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -6,14 +6,15 @@ rule claims:
     params:
         node=payload("claims"),
         results=results_root(levels=2),
+        arguments=lambda wildcards, output: {"out": output[0]},
     conda:
         ENV
     benchmark:
         f"{RESULTS}/benchmarks/claims/{{paper}}.tsv"
     log:
         f"{RESULTS}/logs/claims/{{paper}}.log",
-    shell:
-        "python -m iclrepro claims {params.node:q} {output:q} --results {params.results:q} > {log:q} 2>&1"
+    script:
+        "../scripts/run_stage.py"
 
 
 rule claims_table:

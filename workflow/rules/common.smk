@@ -4,7 +4,6 @@
 # so the code that runs is the code whose source was fingerprinted into the ids.
 
 import importlib
-import json
 import shlex
 import sys
 
@@ -29,33 +28,36 @@ RESULTS = CONFIG["results"]
 
 
 wildcard_constraints:
-    id="[0-9a-f]{16}",
+    batch="[0-9a-f]{16}",
     paper="|".join(REGISTRY),
     name="[A-Za-z0-9][A-Za-z0-9_.+-]*",
 
 
 def node(stage, wildcards):
     """The planned node a job's wildcards name (claims are named after their paper)."""
-    if "id" in wildcards.keys():
-        return PLAN.get(stage, wildcards.id)
     name = wildcards.name if "name" in wildcards.keys() else wildcards.paper
     return PLAN.get(stage, f"{wildcards.paper}/{name}")
 
 
-def payload(stage):
-    """Params function: the node as JSON for the rule's command line."""
-    return lambda wildcards: json.dumps(node(stage, wildcards).payload(), sort_keys=True)
+def batch_members(wildcards):
+    """Params function: the payloads of a batch's cells."""
+    return PLAN.batches[wildcards.batch].payloads()
 
 
-def cell_resources(key):
-    """Resources function: what the cell's paper estimates from the cell's size."""
+def batch_resources(key, combine):
+    """Resources function: the cells' estimates (from their paper), combined."""
 
     def of(wildcards):
-        cell = node("train", wildcards)
-        planner = importlib.import_module(REGISTRY[cell.paper].planner)
-        return planner.resources(cell.spec)[key]
+        members = PLAN.batches[wildcards.batch].members
+        planner = importlib.import_module(REGISTRY[members[0].paper].planner)
+        return combine(planner.resources(member.spec)[key] for member in members)
 
     return of
+
+
+def payload(stage):
+    """Params function: the node's payload (what its job needs to run it)."""
+    return lambda wildcards: node(stage, wildcards).payload()
 
 
 def figure_caption(wildcards):
@@ -70,8 +72,8 @@ def results_root(levels):
 
 
 def upstream(stage):
-    """Input function: the done-markers of the node's inputs."""
-    return lambda wildcards: LAYOUT.input_paths(node(stage, wildcards))
+    """Input function: what the node's inputs produce (batch markers for data and cells)."""
+    return lambda wildcards: PLAN.input_paths(node(stage, wildcards).inputs)
 
 
 ENV = str(ROOT / "envs" / "iclrepro.yaml")  # used with --sdm conda

@@ -10,14 +10,15 @@ rule tidy:
     params:
         node=payload("tidy"),
         results=results_root(levels=3),
+        arguments=lambda wildcards, output: {"out": output[0]},
     conda:
         ENV
     benchmark:
         f"{RESULTS}/benchmarks/tidy/{{paper}}/{{name}}.tsv"
     log:
         f"{RESULTS}/logs/tidy/{{paper}}/{{name}}.log",
-    shell:
-        "python -m iclrepro tidy {params.node:q} {output:q} --results {params.results:q} > {log:q} 2>&1"
+    script:
+        "../scripts/run_stage.py"
 
 
 rule draw:
@@ -43,12 +44,12 @@ rule draw:
         node=payload("draw"),
         caption=figure_caption,
         results=results_root(levels=3),
+        arguments=lambda wildcards, input, output: {"tidy": input[0], "out_png": output.png, "out_pdf": output.pdf},
     conda:
         ENV
     benchmark:
         f"{RESULTS}/benchmarks/draw/{{paper}}/{{name}}.tsv"
     log:
         f"{RESULTS}/logs/draw/{{paper}}/{{name}}.log",
-    shell:
-        "python -m iclrepro draw {params.node:q} {input:q} {output.png:q} {output.pdf:q}"
-        " --results {params.results:q} > {log:q} 2>&1"
+    script:
+        "../scripts/run_stage.py"

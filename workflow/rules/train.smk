@@ -1,22 +1,25 @@
+# Cells are trained in batches: one process trains every cell of a batch that is not
+# done yet (Lightning and torch are imported once), making any test or training set it
+# needs that does not exist yet, and writing each cell to results/cells/<id>/; the batch
+# marker is the job's only output. See src/iclrepro/batch.py.
+
+
 rule train:
-    input:
-        upstream("train"),
     output:
-        [LAYOUT.cell("{id}", name) for name in store.CELL_FILES],
+        LAYOUT.batch("train", "{paper}", "{batch}"),
     params:
-        node=payload("train"),
-        results=results_root(levels=3),
-        out_dir=LAYOUT.cell_dir("{id}"),
+        members=batch_members,
+        results=results_root(levels=4),
     threads: CONFIG["threads"]
     resources:
-        mem_mb=cell_resources("mem_mb"),
-        runtime=cell_resources("runtime"),
+        mem_mb=batch_resources("mem_mb", max),
+        runtime=batch_resources("runtime", sum),
+        gpu=1 if CONFIG["accelerator"] == "cuda" else 0,  # SLURM: --gpus=1 for CUDA training
     conda:
         ENV
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{id}}.tsv"
+        f"{RESULTS}/benchmarks/train/{{paper}}/{{batch}}.tsv"
     log:
-        f"{RESULTS}/logs/train/{{id}}.log",
-    shell:
-        "python -m iclrepro train {params.node:q} {params.out_dir:q} --results {params.results:q} --data {input:q}"
-        " --threads {threads} > {log:q} 2>&1"
+        f"{RESULTS}/logs/batches/train/{{paper}}/{{batch}}.log",
+    script:
+        "../scripts/run_batch.py"

@@ -1,0 +1,63 @@
+"""Train a batch of cells in one process (torch and Lightning are imported once).
+
+Cells already done are skipped, so a rerun after a kill or a failure finishes only
+what is missing, and a new member in a bucket costs only its own work. Each member
+writes its own log (results/logs/<stage>/<id>.log). A member that fails does not stop
+the others; the batch fails at the end, naming every failed member and its error, and
+its marker (the Snakemake output) is written only when every member is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+from pathlib import Path
+
+from iclrepro import plan, store
+from iclrepro.errors import IclreproError
+
+
+class BatchError(IclreproError):
+    """Some members of a batch failed; the message names them and their logs."""
+
+
+def member_arguments(payload: dict, layout: store.Layout, threads: int) -> dict:
+    """Keyword arguments of the cell's train function (see iclrepro.papers.PaperStages)."""
+    return {"data": [layout.data(data["id"]) for data in payload["data"]],
+            "out_dir": layout.cell_dir(payload["id"]), "threads": threads}
+
+
+def run_member(payload: dict, layout: store.Layout, threads: int) -> str | None:
+    """Run one member with its output captured in its log; return its error or None."""
+    log = Path(layout.log(payload["stage"], payload["id"]))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+        try:
+            plan.run(payload, layout.root, **member_arguments(payload, layout, threads))
+        except Exception as err:  # noqa: BLE001 - reported with its traceback, the batch goes on
+            traceback.print_exc(file=handle)
+            return f"{type(err).__name__}: {err}"
+    return None
+
+
+def run(members: list[dict], marker: str, results: str, threads: int = 1, log: str | None = None) -> None:
+    """Run every member that is not done, then write the batch marker."""
+    layout = store.Layout(results)
+    summary, failed = [], []
+    for payload in members:
+        if Path(layout.cell(payload["id"])).is_file():
+            summary.append(f"{payload['id']}: already done")
+            continue
+        started = time.monotonic()
+        error = run_member(payload, layout, threads)
+        status = f"FAILED ({error})" if error else f"done in {time.monotonic() - started:.1f} s"
+        summary.append(f"{payload['id']}: {status}")
+        if error:
+            failed.append(f"{payload['id']} ({layout.log(payload['stage'], payload['id'])}): {error}")
+    if log:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        Path(log).write_text("\n".join(summary) + "\n")
+    if failed:
+        raise BatchError(f"{len(failed)} of {len(members)} members failed:\n" + "\n".join(failed))
+    store.write_json({"members": [payload["id"] for payload in members], "log": summary}, marker)

@@ -1,0 +1,41 @@
+"""Batches: cells already done are skipped, a failing cell does not stop the others,
+and the data sets the cells need are made on demand."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from iclrepro import batch, store
+
+
+def data_payload(node_id: str) -> dict:
+    spec = {"paper": "cui2024", "scenario": {"d": 2, "W": 1.0, "sigma2": 0.0}, "D": 3, "prompts": 20, "seed": 1}
+    return {"stage": "data", "paper": "cui2024", "name": None, "id": node_id, "spec": spec, "inputs": [],
+            "source": "0" * 16, "data": []}
+
+
+def cell_payload(node_id: str, lr: float) -> dict:
+    data = data_payload("d" * 16)
+    spec = {"paper": "cui2024", "scenario": data["spec"]["scenario"], "D": 3,
+            "model": {"param": "reduced", "H": 1, "init_std": 0.01, "init": "identity", "identity_eps": 0.05},
+            "seeds": [0], "test": data["id"], "device": "cpu",
+            "training": {"batch": 8, "optimisation": {"steps": 3, "lr": lr, "decay_fraction": 0.0}}}
+    return {"stage": "train", "paper": "cui2024", "name": None, "id": node_id, "spec": spec,
+            "inputs": [data["id"]], "source": "0" * 16, "data": [data]}
+
+
+def test_failed_cell_is_named_and_the_rest_is_kept(tmp_path):
+    results, marker, log = str(tmp_path / "results"), tmp_path / "marker.json", tmp_path / "batch.log"
+    layout = store.Layout(results)
+    good, bad = cell_payload("a" * 16, 0.01), cell_payload("b" * 16, -1.0)
+    with pytest.raises(batch.BatchError, match=r"1 of 2 members failed:\n" + "b" * 16 + r".*Invalid learning rate"):
+        batch.run([bad, good], str(marker), results, log=str(log))
+    assert store.read_parquet(layout.data("d" * 16), content="d" * 16).num_rows == 20  # made on demand
+    assert (tmp_path / "results" / "cells" / ("a" * 16) / "metrics.parquet").is_file() and not marker.exists()
+    assert "Traceback" in open(layout.log("train", "b" * 16)).read()
+
+    batch.run([cell_payload("b" * 16, 0.01), good], str(marker), results, log=str(log))
+    assert json.loads(marker.read_text())["members"] == ["b" * 16, "a" * 16]
+    assert f"{'a' * 16}: already done" in log.read_text()

@@ -1,0 +1,70 @@
+"""The SLURM profile against a real single-node SLURM cluster on this machine.
+
+tests/slurm/start_cluster.sh installs Debian's slurm-wlm and munge when missing, writes
+a slurm.conf for this host and starts the daemons. The smoke scale of every implemented
+paper then runs through `--profile profiles/slurm`; its jobs must be real SLURM jobs, and
+every cell's metrics and every claim verdict must equal those of the local run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import SMOKE, copy_workflow, snakemake
+
+pytestmark = pytest.mark.e2e
+
+START = Path(__file__).parent / "slurm" / "start_cluster.sh"
+# On a 2-core test node: look at job states often (the plugin waits 40 s by default),
+# and give each cell batch its own SLURM job so that both cores are used.
+TEST_SETTINGS = ("--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2",
+                 "--group-components", "cells=1", "small=25")
+
+
+def why_no_slurm() -> str | None:
+    if os.geteuid() != 0:
+        return "installing and starting SLURM needs root"
+    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
+        return "SLURM is not installed and there is no apt-get to install it"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    reason = why_no_slurm()
+    if reason:
+        pytest.skip(reason)
+    started = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=900)
+    assert started.returncode == 0, f"SLURM did not start:\n{started.stdout}\n{started.stderr}"
+
+
+def cell_metrics(workdir: Path) -> dict[str, pd.DataFrame]:
+    return {cell.name: pd.read_parquet(cell / "metrics.parquet")
+            for cell in sorted((workdir / "results" / "cells").iterdir())}
+
+
+def test_smoke_of_every_paper_through_slurm_equals_the_local_run(slurm_cluster, smoke_run, tmp_path):
+    workdir = copy_workflow(tmp_path / "slurm")
+    run = snakemake(workdir, "--profile", "profiles/slurm", *SMOKE, *TEST_SETTINGS)
+
+    job_ids = re.findall(r"submitted with SLURM jobid (\d+)", run.stdout + run.stderr)
+    assert job_ids, "no job was submitted to SLURM"
+    for job_id in job_ids:  # each is a job SLURM knows and ran to completion
+        state = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+        assert "JobState=COMPLETED" in state, state
+    assert len(list((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))) >= len(job_ids)
+
+    local, cluster = cell_metrics(smoke_run), cell_metrics(workdir)
+    assert cluster.keys() == local.keys()
+    for cell, frame in local.items():
+        pd.testing.assert_frame_equal(cluster[cell], frame)
+    for claims in sorted((smoke_run / "results" / "claims").glob("*.parquet")):
+        pd.testing.assert_frame_equal(pd.read_parquet(workdir / "results" / "claims" / claims.name),
+                                      pd.read_parquet(claims))

@@ -1,0 +1,10 @@
+"""Snakemake script: run one batch of data sets or cells (`snakemake` is injected).
+
+A script rather than a shell command because a batch's member list can exceed the
+command line's length limit.
+"""
+
+from iclrepro import batch
+
+batch.run(snakemake.params.members, snakemake.output[0], snakemake.params.results,  # noqa: F821
+          threads=snakemake.threads, log=snakemake.log[0])  # noqa: F821

@@ -1,0 +1,12 @@
+"""Snakemake script: run one planned node (`snakemake` is injected), its output in the log.
+
+A script rather than a shell command because a node can exceed the command line's
+length limit (a figure over thousands of cells lists them all).
+"""
+
+import contextlib
+
+from iclrepro import plan
+
+with open(snakemake.log[0], "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):  # noqa: F821
+    plan.run(snakemake.params.node, snakemake.params.results, **snakemake.params.arguments)  # noqa: F821
