@@ -24,17 +24,17 @@ def constructed_iterates(z, x_q, w0, eta, steps):
     return torch.stack([models.w_slot(state)[0] for _, state in models.unroll(H, W_KQ, W_PV, steps)])
 
 
-def test_one_constructed_layer_is_one_ngd_step_on_every_token():
+def test_one_constructed_layer_is_one_update_on_every_token():
     z, x_q, _ = tasks.context(prompts())
     w = torch.randn(8, 5, dtype=torch.float64)
     W_KQ, W_PV = (W.unsqueeze(0) for W in models.construction(5, 0.7))
     H = models.layer(models.embed(z, x_q, w).unsqueeze(0), W_KQ, W_PV)[0]      # the general path, all tokens
-    expected = theory.ngd_step(w, z, 0.7)
+    expected = theory.update(w, z, 0.7)
     assert torch.allclose(H[..., 5:], expected.unsqueeze(1).expand_as(H[..., 5:]), atol=1e-12, rtol=0)
     assert torch.equal(H[..., :-1, :5], z) and torch.equal(H[..., -1, :5], x_q)
 
 
-def test_fifty_constructed_layers_equal_fifty_ngd_steps():
+def test_fifty_constructed_layers_equal_fifty_updates():
     z, x_q, _ = tasks.context(prompts())
     w0 = torch.zeros(8, 5, dtype=torch.float64)
     steps = [1, 10, 50]
@@ -48,20 +48,20 @@ def test_first_step_from_zero_is_eta_times_the_mean_of_yx():
     mean_yx = (prompt["y"][:, :-1, None] * prompt["x"][:, :-1]).mean(1)
     zero = torch.zeros(8, 5, dtype=torch.float64)
     for rule in ("ngd", "gd"):
-        assert torch.allclose(theory.ngd_step(zero, z, 0.3, rule), 0.3 * mean_yx, atol=1e-14)
+        assert torch.allclose(theory.update(zero, z, 0.3, rule), 0.3 * mean_yx, atol=1e-14)
 
 
 def test_gradient_norm_variant_takes_unit_steps_along_ngd():
     z, _, _ = tasks.context(prompts())
     w = torch.randn(8, 5, dtype=torch.float64)
-    step = theory.ngd_step(w, z, 0.5, "ngd_gradnorm") - w
+    step = theory.update(w, z, 0.5, "ngd_gradnorm") - w
     assert torch.allclose(step.norm(dim=-1), torch.full((8,), 0.5, dtype=torch.float64))
-    assert torch.allclose(theory.cosine(step, theory.ngd_step(w, z, 1.0) - w), torch.ones(8, dtype=torch.float64))
+    assert torch.allclose(theory.cosine(step, theory.update(w, z, 1.0) - w), torch.ones(8, dtype=torch.float64))
 
 
 def test_unknown_rule_is_rejected():
     with pytest.raises(ValueError, match="unknown update rule 'adam'"):
-        theory.ngd_step(torch.zeros(1, 2), torch.ones(1, 3, 2), 1.0, "adam")
+        theory.update(torch.zeros(1, 2), torch.ones(1, 3, 2), 1.0, "adam")
 
 
 def test_max_margin_of_a_known_prompt():

@@ -4,7 +4,7 @@ Everything works on z_i = y_i x_i, the only thing linear classification through 
 origin sees. Shapes: z (B, N, d) per prompt, w (B, d); all float64 where the caller
 gives float64. The exponential loss is L(w) = (1/N) sum_i exp(-<w, z_i>) (spec §1.2).
 
-* `ngd_step`: loss-normalised NGD, w + eta * sum_i softmax_i(-<w, z_i>) z_i (spec §1.3),
+* `update`: loss-normalised NGD, w + eta * sum_i softmax_i(-<w, z_i>) z_i (spec §1.3),
   the gradient-norm variant w - eta grad / ||grad|| and plain GD w - eta grad.
 * `iterate`: run one of them from w_0 and keep the iterates at a grid of steps.
 * `max_margin`: the hard-margin SVM without intercept through its dual (spec §1.4),
@@ -38,8 +38,8 @@ def attention_weights(w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return torch.softmax(-torch.einsum("bd,bnd->bn", w, z), dim=-1)
 
 
-def ngd_step(w: torch.Tensor, z: torch.Tensor, eta: float, rule: str = "ngd") -> torch.Tensor:
-    """One step of `rule` from w (B, d) on prompts z (B, N, d).
+def update(w: torch.Tensor, z: torch.Tensor, eta: float | torch.Tensor, rule: str = "ngd") -> torch.Tensor:
+    """One step of `rule` from w (B, d) on prompts z (B, N, d); eta is a number or (B, 1).
 
     ngd:          w + eta sum_i p_i(w) z_i          = w - eta grad L / L   (spec §1.3)
     ngd_gradnorm: w - eta grad L / ||grad L||       (same direction, unit length step)
@@ -56,12 +56,13 @@ def ngd_step(w: torch.Tensor, z: torch.Tensor, eta: float, rule: str = "ngd") ->
     return w + eta * direction
 
 
-def iterate(z: torch.Tensor, w0: torch.Tensor, eta: float, steps: list[int], rule: str = "ngd") -> torch.Tensor:
+def iterate(z: torch.Tensor, w0: torch.Tensor, eta: float | torch.Tensor, steps: list[int],
+            rule: str = "ngd") -> torch.Tensor:
     """Iterates w_t of `rule` at every t in `steps` (t = 0 allowed): (len(steps), B, d)."""
     kept, w = {}, w0
     for t in range(max(steps) + 1):
         if t > 0:
-            w = ngd_step(w, z, eta, rule)
+            w = update(w, z, eta, rule)
         if t in steps:
             kept[t] = w
     return torch.stack([kept[t] for t in steps])
@@ -133,8 +134,7 @@ def max_margin(z: torch.Tensor) -> MaxMargin:
     direction of the minimum-norm point of conv{z_i} and gamma* its norm.
     """
     array = z.detach().cpu().double().numpy()
-    solved = [_dual(prompt) for prompt in array]
-    alphas, residuals = zip(*solved, strict=True) if solved else ((), ())
+    alphas, residuals = zip(*(_dual(prompt) for prompt in array), strict=True)
     alpha = torch.from_numpy(np.stack(alphas))
     w_hat = torch.einsum("bn,bnd->bd", alpha, torch.from_numpy(array))
     norm = w_hat.norm(dim=-1)

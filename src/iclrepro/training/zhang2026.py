@@ -48,7 +48,7 @@ class OneStepSupervision(core.Objective):
             w0 = self.sigma_w * torch.randn(self.batch, self.dist.d, generator=generator,
                                             dtype=torch.float64, device=self.device)
             tokens.append(models.embed(z, x_q, w0))
-            targets.append(theory.ngd_step(w0, z, self.eta, self.rule))
+            targets.append(theory.update(w0, z, self.eta, self.rule))
         return torch.stack(tokens), torch.stack(targets)
 
     def loss(self, batch) -> torch.Tensor:
@@ -85,7 +85,7 @@ def one_step_error(model: models.SoftmaxLayer, prompts: dict[str, torch.Tensor],
     """Per seed (S,): mean 1/2 ||layer output - one-step target||^2 on fixed prompts and their w_0."""
     z, x_q, _ = tasks.context(prompts)
     H = models.embed(z, x_q, prompts["w0"])
-    target = theory.ngd_step(prompts["w0"], z, eta, rule)
+    target = theory.update(prompts["w0"], z, eta, rule)
     with torch.no_grad():
         return 0.5 * ((model.query_output(H.expand(len(model.W_KQ), *H.shape)) - target) ** 2).sum(-1).mean(-1)
 
