@@ -37,4 +37,15 @@ REGISTRY: dict[str, PaperStages] = {
         draw="iclrepro.figures.cui2024:draw",
         claims="iclrepro.evaluation.cui2024:claims",
     ),
+    "zhang2026": PaperStages(
+        planner="iclrepro.papers.zhang2026",
+        data="iclrepro.tasks.zhang2026:write_test_set",
+        train="iclrepro.training.zhang2026:train_cell",
+        objective="iclrepro.training.zhang2026:OneStepSupervision",
+        predict="iclrepro.evaluation.zhang2026:predict",
+        theory="iclrepro.theory.zhang2026:write",
+        tidy="iclrepro.evaluation.zhang2026:tidy",
+        draw="iclrepro.figures.zhang2026:draw",
+        claims="iclrepro.evaluation.zhang2026:claims",
+    ),
 }

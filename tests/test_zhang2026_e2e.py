@@ -1,0 +1,93 @@
+"""zhang2026 end to end at the smoke scale, in a copy of the workflow: figures, claims, CLI, reruns."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from conftest import SMOKE, cli, copy_run, snakemake
+from iclrepro import config, plan, store
+from iclrepro.evaluation.claims import SCHEMA as CLAIM_SCHEMA
+from iclrepro.papers.zhang2026 import FIGURES
+
+pytestmark = pytest.mark.e2e
+
+LOOP_COLUMNS = {"T", "seed", "series", "source", "direction_error", "margin_gap", "accuracy", "w_norm"}
+COLUMNS = {
+    "E1": LOOP_COLUMNS | {"N", "max_abs_diff_ngd"},
+    "E2": {"step", "seed", "quantity", "value", "eta"},
+    "E3": {"part", "matrix", "panel", "step", "i", "j", "value", "seed", "offblock_fraction",
+           "seen_offblock_fraction"},
+    "E4": LOOP_COLUMNS | {"cos_ngd_min", "cos_ngd_mean", "rel_err_ngd"},
+    "E5": LOOP_COLUMNS | {"family", "setting", "cos_ngd_min"},
+    "E6": LOOP_COLUMNS | {"checkpoint", "Q_diag", "V_diag", "Q_cos", "V_cos"},
+    "E7": {"part", "prompt", "i", "z1", "z2", "u1", "u2", "alpha_share", "support", "T", "seed", "p",
+           "support_mass", "w1", "w2"},
+}
+
+
+def smoke_plan(workdir) -> plan.Plan:
+    return plan.build(config.load(workdir / "config.yaml", {"scale": "smoke", "papers": "zhang2026"}, workdir))
+
+
+def planned_rules(workdir) -> list[str]:
+    return re.findall(r"^rule (\w+):", snakemake(workdir, "-n", *SMOKE).stdout, flags=re.M)
+
+
+@pytest.fixture(scope="module")
+def workdir(smoke_run, tmp_path_factory):
+    return copy_run(smoke_run, tmp_path_factory.mktemp("zhang2026") / "run")
+
+
+def test_every_figure_and_the_claims_are_written(workdir):
+    figures = workdir / "results" / "figures" / "zhang2026"
+    for name in FIGURES:
+        for ext in ("png", "pdf", "parquet", "json"):
+            assert (figures / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
+        tidy = pd.read_parquet(figures / f"{name}.parquet")
+        assert COLUMNS[name] <= set(tidy.columns), (name, COLUMNS[name] - set(tidy.columns))
+    claims = pd.read_parquet(workdir / "results" / "claims" / "zhang2026.parquet")
+    assert list(claims.columns) == CLAIM_SCHEMA.names and claims["passed"].dtype == bool
+    assert len(claims) == 10 and set(claims["figure"]) == set(FIGURES)
+    table = (workdir / "results" / "claims.md").read_text()
+    assert all(claim_id in table for claim_id in claims["claim_id"])
+
+
+def test_tidy_data_compares_the_model_with_ngd(workdir):
+    figures = workdir / "results" / "figures" / "zhang2026"
+    e1 = pd.read_parquet(figures / "E1.parquet")
+    assert set(e1["source"]) == {"constructed", "algorithm", "reference"}
+    assert e1[e1["source"] == "constructed"]["max_abs_diff_ngd"].max() < 1e-10
+    e4 = pd.read_parquet(figures / "E4.parquet")
+    assert set(e4[e4["source"] == "trained"]["seed"]) == {0, 1} and set(e4["series"]) >= {"NGD", "GD"}
+
+
+def test_cells_are_complete_with_their_snapshots(workdir):
+    cells = smoke_plan(workdir).cells
+    assert len(cells) == 3
+    for node_id, node in cells.items():
+        cell = workdir / "results" / "cells" / node_id
+        assert sorted(p.name for p in cell.iterdir()) == sorted(store.CELL_FILES)
+        kept = store.load_snapshots(cell / "model.pt")
+        assert sorted(kept) == node.spec["training"]["optimisation"]["snapshots"]
+
+
+def test_cli_lists_and_predicts(workdir, tmp_path):
+    listing = cli(workdir, "cells", "--scale", "smoke", "--papers", "zhang2026")
+    assert "zhang2026: 3 cells: 3 done" in listing.stderr and "Q, V blocks" in listing.stdout
+    node = next(n for n in smoke_plan(workdir).cells.values() if not n.spec["model"]["full_blocks"])
+    out = tmp_path / "predictions.parquet"
+    cli(workdir, "predict", f"results/cells/{node.id}", f"results/data/{node.spec['heldout']}.parquet", str(out))
+    predictions = pd.read_parquet(out)
+    assert list(predictions.columns) == ["prompt", "seed", "T", "score", "y_hat", "y_query"]
+    assert set(predictions["T"]) == {1, 10, 100, 1000} and set(predictions["seed"]) == {0, 1}
+
+
+def test_reruns_touch_only_what_changed(workdir):
+    assert planned_rules(workdir) == []
+    figure_code = workdir / "src" / "iclrepro" / "figures" / "zhang2026.py"
+    figure_code.write_text(figure_code.read_text() + "\n# a plotting-only change\n")
+    rules = planned_rules(workdir)
+    assert rules.count("draw") == len(FIGURES) and not {"train", "tidy", "data", "theory"} & set(rules)
