@@ -7,6 +7,7 @@ run. A third invocation started while another runs must be refused by the lock.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -86,7 +87,9 @@ def test_verify_passes_on_a_clean_store_and_names_damage(run_copy):
     metrics = cell / "metrics.parquet"
     os.truncate(metrics, metrics.stat().st_size // 2)
     record = next(p for p in (results / "index").glob("*.json") if p.stem != cell.name)
-    record.write_text(record.read_text().replace('"seed"', '"seed_"', 1).replace('"d":', '"d": 1, "x":', 1))
+    tampered = json.loads(record.read_text())
+    tampered["spec"]["tampered"] = True
+    record.write_text(json.dumps(tampered))
     problems = integrity.verify(str(results)).problems
     assert any(f"{metrics}: unreadable Parquet" in p for p in problems)
     assert any(f"{record}: its spec hashes to" in p for p in problems)
