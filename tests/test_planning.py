@@ -17,3 +17,25 @@ def test_planning_imports_neither_torch_nor_lightning(root):
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def batch_contents(plan) -> dict[str, set[str]]:
+    return {batch_id: {member.id for member in batch.members} for batch_id, batch in plan.batches.items()}
+
+
+def test_batches_hold_cells_of_the_same_tables_and_a_change_moves_only_theirs(root):
+    from iclrepro import config, plan
+
+    overrides = {"scale": "quick", "papers": ["cui2024"], "batch_size": 3}
+    before = plan.build(config.load(root / "config.yaml", overrides, root))
+    consumers = before.consumers()
+    for batch in before.batches.values():
+        assert 1 <= len(batch.members) <= 3 and len({consumers[m.id] for m in batch.members}) == 1
+
+    overrides["cui2024"] = {"scenarios": {"noisy_0.5": {"d": 5, "sigma2": 0.4}}}
+    after = plan.build(config.load(root / "config.yaml", overrides, root))
+    changed = set(after.batches) - set(before.batches)
+    users = {consumer for batch_id in changed for m in after.batches[batch_id].members
+             for consumer in after.consumers()[m.id]}
+    assert changed and users == {"tidy:cui2024/F3", "tidy:cui2024/T1"}
+    assert set(before.batches) - set(after.batches)  # the old noisy cells' batches are gone

@@ -24,8 +24,9 @@ pytestmark = pytest.mark.e2e
 START = Path(__file__).parent / "slurm" / "start_cluster.sh"
 # On a 2-core test node: look at job states often (the plugin waits 40 s by default),
 # and give each cell batch its own SLURM job so that both cores are used.
+# successful jobs' logs are kept (the plugin deletes them by default) to check one per job
 TEST_SETTINGS = ("--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2",
-                 "--group-components", "cells=1", "small=25")
+                 "--slurm-keep-successful-logs", "--group-components", "cells=1", "small=25")
 
 
 def why_no_slurm() -> str | None:

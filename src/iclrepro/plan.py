@@ -117,19 +117,16 @@ def run(payload: dict, results: str, **kwargs):
 class Batch:
     """Cells of one paper that one Snakemake job trains together.
 
-    Members are assigned to `count` buckets by id, so a new node changes only its own
-    bucket. The job's only output is the batch marker; it runs just the members that are
-    not done yet, so computed results are never Snakemake outputs that could be deleted.
+    A batch holds cells that the same nodes consume, so a changed batch reruns only the
+    tables that needed the change. The job's only output is the batch marker; it runs
+    just the members that are not done yet, so computed results are never Snakemake
+    outputs that could be deleted.
     """
 
     stage: str
     paper: str
     members: tuple[Node, ...]
     id: str
-
-    @staticmethod
-    def bucket(node_id: str, count: int) -> int:
-        return int(node_id[:8], 16) % count
 
     def payloads(self) -> list[dict]:
         return [member.payload() for member in self.members]
@@ -164,16 +161,30 @@ class Plan:
     def cells(self) -> dict[str, Node]:
         return self.nodes["train"]
 
-    def make_batches(self, count: int) -> None:
-        """Spread each paper's cells over `count` batches by id."""
-        buckets: dict[tuple[str, int], list[Node]] = {}
+    def make_batches(self, size: int) -> None:
+        """Group each paper's cells by the nodes that consume them, `size` or fewer to a batch."""
+        groups: dict[tuple[str, tuple[str, ...]], list[Node]] = {}
+        consumers = self.consumers()
         for node_id in sorted(self.cells):
             node = self.cells[node_id]
-            buckets.setdefault((node.paper, Batch.bucket(node_id, count)), []).append(node)
-        for (paper, _), members in sorted(buckets.items()):
-            batch = Batch("train", paper, tuple(members), store.digest(" ".join(m.id for m in members)))
-            self.batches[batch.id] = batch
-            self.batch_of.update({member.id: batch for member in members})
+            groups.setdefault((node.paper, consumers[node_id]), []).append(node)
+        for (paper, _), members in sorted(groups.items()):
+            count = -(-len(members) // size)
+            for chunk in range(count):  # strided, so the batches of a group differ by one cell at most
+                batch_members = tuple(members[chunk::count])
+                batch = Batch("train", paper, batch_members, store.digest(" ".join(m.id for m in batch_members)))
+                self.batches[batch.id] = batch
+                self.batch_of.update({member.id: batch for member in batch_members})
+
+    def consumers(self) -> dict[str, tuple[str, ...]]:
+        """The keys of the nodes that take each cell as an input."""
+        taken_by: dict[str, set[str]] = {node_id: set() for node_id in self.cells}
+        for stage in STAGES:
+            for key, node in self.nodes[stage].items():
+                for upstream in node.inputs:
+                    if upstream.stage == "train":
+                        taken_by[upstream.id].add(f"{stage}:{key}")
+        return {node_id: tuple(sorted(keys)) for node_id, keys in taken_by.items()}
 
     def marker(self, batch: Batch) -> str:
         return self.layout.batch(batch.stage, batch.paper, batch.id)
@@ -203,5 +214,5 @@ def build(config: dict) -> Plan:
         planner = importlib.import_module(REGISTRY[paper].planner)
         for node in planner.nodes(config):
             plan.add(node)
-    plan.make_batches(config["batches"])
+    plan.make_batches(config["batch_size"])
     return plan
