@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -48,6 +49,19 @@ def root() -> Path:
     return ROOT
 
 
+@pytest.fixture(scope="session")
+def raw() -> dict:
+    """config.yaml as written (before validation and scale resolution)."""
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def schema() -> dict:
+    from iclrepro import config
+
+    return config.load_schema(ROOT)
+
+
 SMOKE = ("--config", "scale=smoke")  # every implemented paper (the config's default list)
 
 
@@ -63,3 +77,18 @@ def copy_run(run: Path, target: Path) -> Path:
     """A copy of a finished run (workflow, results and Snakemake's records, mtimes kept)."""
     shutil.copytree(run, target, symlinks=True)
     return target
+
+
+def smoke_plan(workdir: Path, paper: str):
+    """The smoke-scale plan of one paper in a workflow copy."""
+    from iclrepro import config, plan
+
+    return plan.build(config.load(workdir / "config.yaml", {"scale": "smoke", "papers": paper}, workdir))
+
+
+def assert_figures_written(workdir: Path, paper: str, names) -> None:
+    """Every figure's png, pdf, tidy parquet and provenance json exists and is not empty."""
+    figures = workdir / "results" / "figures" / paper
+    for name in names:
+        for ext in ("png", "pdf", "parquet", "json"):
+            assert (figures / f"{name}.{ext}").stat().st_size > 0, f"{paper}/{name}.{ext}"

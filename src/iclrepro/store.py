@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Iterator
 
 from iclrepro.errors import IclreproError
 
-if TYPE_CHECKING:  # pyarrow is imported where it is used: planning must stay light
+if TYPE_CHECKING:  # pyarrow and torch are imported where they are used: planning must stay light
     import pyarrow as pa
+    from torch import nn
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 ID_LENGTH = 16
@@ -296,6 +297,18 @@ def load_model(path) -> tuple[dict, dict]:
     """Return (state, spec) of a model file; never unpickles arbitrary objects."""
     blob = _load_blob(path)
     return blob["state"], json.loads(blob["spec"])
+
+
+def load_trained(cell_dir, build) -> tuple[dict, nn.Module, Path]:
+    """(spec, model, model file) of a trained cell: `build(spec)` filled with the stored weights."""
+    path = Path(cell_dir) / "model.pt"
+    state, spec = load_model(path)
+    model = build(spec)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise StoreError(f"{path}: weights do not fit the model of its spec ({err})") from None
+    return spec, model, path
 
 
 def _load_blob(path) -> dict:

@@ -25,27 +25,22 @@ class PaperStages:
     claims: str   # (spec, id, results, out) -> None: the paper's claim verdicts
 
 
+def conventional(paper: str, objective: str) -> PaperStages:
+    """The stages of a paper laid out as usual: iclrepro.<kind>.<paper>:<function>."""
+    return PaperStages(
+        planner=f"iclrepro.papers.{paper}",
+        data=f"iclrepro.tasks.{paper}:write_test_set",
+        train=f"iclrepro.training.{paper}:train_cell",
+        objective=f"iclrepro.training.{paper}:{objective}",
+        predict=f"iclrepro.evaluation.{paper}:predict",
+        theory=f"iclrepro.theory.{paper}:write",
+        tidy=f"iclrepro.evaluation.{paper}:tidy",
+        draw=f"iclrepro.figures.{paper}:draw",
+        claims=f"iclrepro.evaluation.{paper}:claims",
+    )
+
+
 REGISTRY: dict[str, PaperStages] = {
-    "cui2024": PaperStages(
-        planner="iclrepro.papers.cui2024",
-        data="iclrepro.tasks.cui2024:write_test_set",
-        train="iclrepro.training.cui2024:train_cell",
-        objective="iclrepro.training.cui2024:Regression",
-        predict="iclrepro.evaluation.cui2024:predict",
-        theory="iclrepro.theory.cui2024:write",
-        tidy="iclrepro.evaluation.cui2024:tidy",
-        draw="iclrepro.figures.cui2024:draw",
-        claims="iclrepro.evaluation.cui2024:claims",
-    ),
-    "zhang2026": PaperStages(
-        planner="iclrepro.papers.zhang2026",
-        data="iclrepro.tasks.zhang2026:write_test_set",
-        train="iclrepro.training.zhang2026:train_cell",
-        objective="iclrepro.training.zhang2026:OneStepSupervision",
-        predict="iclrepro.evaluation.zhang2026:predict",
-        theory="iclrepro.theory.zhang2026:write",
-        tidy="iclrepro.evaluation.zhang2026:tidy",
-        draw="iclrepro.figures.zhang2026:draw",
-        claims="iclrepro.evaluation.zhang2026:claims",
-    ),
+    "cui2024": conventional("cui2024", objective="Regression"),
+    "zhang2026": conventional("zhang2026", objective="OneStepSupervision"),
 }
