@@ -16,10 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import SMOKE, cli, copy_run, copy_workflow, snakemake
-from iclrepro import config, integrity, plan
+from iclrepro import batch, config, integrity, plan
 
 pytestmark = pytest.mark.e2e
 
@@ -63,6 +64,21 @@ def test_killed_run_resumes_to_identical_results_and_a_concurrent_run_is_refused
     assert {cell.name for cell in (workdir / "results" / "cells").iterdir()} == \
         {cell.name for cell in (smoke_run / "results" / "cells").iterdir()}
     assert integrity.verify(str(workdir / "results")).problems == []
+
+
+def test_the_same_spec_twice_gives_bitwise_identical_metrics(smoke_run, tmp_path):
+    """One cell of every paper, trained again in a fresh store with the run's thread count."""
+    resolved = config.load(smoke_run / "config.yaml", {"scale": "smoke"}, smoke_run)
+    first_cells = {}
+    for node in plan.build(resolved).cells.values():
+        first_cells.setdefault(node.paper, node)
+    assert first_cells.keys() == set(resolved["papers"])
+    fresh = tmp_path / "results"
+    batch.run([node.payload() for node in first_cells.values()], str(fresh / "marker.json"), str(fresh),
+              threads=resolved["threads"])
+    for node in first_cells.values():
+        metrics = Path("cells", node.id, "metrics.parquet")
+        assert pd.read_parquet(fresh / metrics).equals(pd.read_parquet(smoke_run / "results" / metrics)), node.paper
 
 
 @pytest.fixture

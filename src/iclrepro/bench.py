@@ -203,8 +203,11 @@ def kill_and_resume(workdir: Path, kills: int, seed: int = 0) -> dict[str, int]:
             snakemake(killed, "--unlock", *SMOKE)
             snakemake(killed, *SMOKE)
             results = killed / "results"
-            damaged += bool(integrity.result_differences(whole / "results", results)
-                            or integrity.verify(str(results)).problems)
+            problems = (integrity.result_differences(whole / "results", results)
+                        + integrity.verify(str(results)).problems)
+            for problem in problems:
+                print(f"kill {attempt}: {problem}", file=sys.stderr)
+            damaged += bool(problems)
     return {"kills": kills, "kills_lost_or_corrupted": damaged}
 
 
