@@ -48,4 +48,15 @@ REGISTRY: dict[str, PaperStages] = {
         draw="iclrepro.figures.zhang2026:draw",
         claims="iclrepro.evaluation.zhang2026:claims",
     ),
+    "deora2023": PaperStages(
+        planner="iclrepro.papers.deora2023",
+        data="iclrepro.tasks.deora2023:write_data_set",
+        train="iclrepro.training.deora2023:train_cell",
+        objective="iclrepro.training.deora2023:FullBatchLogistic",
+        predict="iclrepro.evaluation.deora2023:predict",
+        theory="iclrepro.theory.deora2023:write",
+        tidy="iclrepro.evaluation.deora2023:tidy",
+        draw="iclrepro.figures.deora2023:draw",
+        claims="iclrepro.evaluation.deora2023:claims",
+    ),
 }
