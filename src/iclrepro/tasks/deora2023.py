@@ -4,7 +4,7 @@ One data set per seed: the means (the first 2 + M columns of a random d x d orth
 matrix times S) come from the seed's "means" stream and are shared by its training and
 test sequences; the test set comes from the "test" stream and the training set from the
 "train" stream, so data sets of one seed with different n share their means and test set
-and their training sets are nested (the first n sequences of the larger one).
+(E5 compares sample sizes on the same test sequences).
 
 A sequence: y ~ Unif{-1, +1}; a random set of ceil(zeta T) positions holds mu_y + z_t, the
 others nu_{j_t} + z_t with j_t ~ Unif[M]; z_t ~ N(0, sigma^2 I_d) (gauss_orth: projected
