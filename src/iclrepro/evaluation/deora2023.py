@@ -21,7 +21,6 @@ from iclrepro.tasks import deora2023 as tasks
 from iclrepro.theory import deora2023 as theory
 
 PAPER = "deora2023"
-TRACED = ("test_loss", "test_error", "train_error", "min_margin", "distance", "relative_distance")
 
 
 # ---------------------------------------------------------------------------

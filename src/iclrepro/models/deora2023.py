@@ -23,9 +23,6 @@ from torch import nn
 
 from iclrepro import store
 
-SCALES = ("1/sqrt(H)", "1/H")
-READOUTS = ("mean", "first")
-
 
 def head_scale(H: int, scale: str) -> float:
     return H**-0.5 if scale == "1/sqrt(H)" else 1.0 / H
