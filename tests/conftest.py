@@ -73,6 +73,12 @@ def smoke_run(tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.fixture(scope="module")
+def workdir(smoke_run, tmp_path_factory, request) -> Path:
+    """A copy of the smoke run for one test module, which may change it."""
+    return copy_run(smoke_run, tmp_path_factory.mktemp(request.module.__name__) / "run")
+
+
 def copy_run(run: Path, target: Path) -> Path:
     """A copy of a finished run (workflow, results and Snakemake's records, mtimes kept)."""
     shutil.copytree(run, target, symlinks=True)
@@ -86,9 +92,30 @@ def smoke_plan(workdir: Path, paper: str):
     return plan.build(config.load(workdir / "config.yaml", {"scale": "smoke", "papers": paper}, workdir))
 
 
-def assert_figures_written(workdir: Path, paper: str, names) -> None:
-    """Every figure's png, pdf, tidy parquet and provenance json exists and is not empty."""
-    figures = workdir / "results" / "figures" / paper
-    for name in names:
+def assert_figures_written(workdir: Path, paper: str, figures) -> None:
+    """Every figure's png, pdf, tidy parquet and provenance json exists and is not empty.
+
+    `figures` lists the names, or maps each name to the columns its tidy data must have.
+    """
+    import pandas as pd
+
+    folder = workdir / "results" / "figures" / paper
+    for name in figures:
         for ext in ("png", "pdf", "parquet", "json"):
-            assert (figures / f"{name}.{ext}").stat().st_size > 0, f"{paper}/{name}.{ext}"
+            assert (folder / f"{name}.{ext}").stat().st_size > 0, f"{paper}/{name}.{ext}"
+        if isinstance(figures, dict):
+            missing = figures[name] - set(pd.read_parquet(folder / f"{name}.parquet").columns)
+            assert not missing, f"{paper}/{name}.parquet lacks {missing}"
+
+
+def written_claims(workdir: Path, paper: str):
+    """A paper's claim verdicts, checked for the shared columns and listed in results/claims.md."""
+    import pandas as pd
+
+    from iclrepro.evaluation.claims import SCHEMA
+
+    claims = pd.read_parquet(workdir / "results" / "claims" / f"{paper}.parquet")
+    assert list(claims.columns) == SCHEMA.names and claims["passed"].dtype == bool
+    table = (workdir / "results" / "claims.md").read_text()
+    assert all(claim_id in table for claim_id in claims["claim_id"])
+    return claims

@@ -17,7 +17,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from conftest import SMOKE, assert_figures_written, cli, copy_run, smoke_plan, snakemake
+from conftest import SMOKE, assert_figures_written, cli, smoke_plan, snakemake, written_claims
 from iclrepro import store
 
 pytestmark = pytest.mark.e2e
@@ -36,18 +36,9 @@ def counts(jobs) -> Counter:
     return Counter(rule for rule, _ in jobs)
 
 
-@pytest.fixture(scope="module")
-def workdir(smoke_run, tmp_path_factory):
-    return copy_run(smoke_run, tmp_path_factory.mktemp("e2e") / "run")
-
-
 def test_every_figure_and_claim_file_is_written(workdir):
     assert_figures_written(workdir, "cui2024", FIGURES)
-    claims = pd.read_parquet(workdir / "results" / "claims" / "cui2024.parquet")
-    assert list(claims.columns) == ["paper", "claim_id", "figure", "statement", "measured", "expected", "passed"]
-    assert len(claims) >= 8 and claims["passed"].dtype == bool
-    table = (workdir / "results" / "claims.md").read_text()
-    assert all(claim_id in table for claim_id in claims["claim_id"])
+    assert len(written_claims(workdir, "cui2024")) >= 8
 
 
 def test_tidy_data_has_trained_theory_and_baseline_rows(workdir):

@@ -7,9 +7,8 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import SMOKE, assert_figures_written, cli, copy_run, smoke_plan, snakemake
+from conftest import SMOKE, assert_figures_written, cli, smoke_plan, snakemake, written_claims
 from iclrepro import store
-from iclrepro.evaluation.claims import SCHEMA as CLAIM_SCHEMA
 from iclrepro.papers.zhang2026 import FIGURES
 
 pytestmark = pytest.mark.e2e
@@ -32,22 +31,10 @@ def planned_rules(workdir) -> list[str]:
     return re.findall(r"^rule (\w+):", snakemake(workdir, "-n", *SMOKE).stdout, flags=re.M)
 
 
-@pytest.fixture(scope="module")
-def workdir(smoke_run, tmp_path_factory):
-    return copy_run(smoke_run, tmp_path_factory.mktemp("zhang2026") / "run")
-
-
 def test_every_figure_and_the_claims_are_written(workdir):
-    figures = workdir / "results" / "figures" / "zhang2026"
-    assert_figures_written(workdir, "zhang2026", FIGURES)
-    for name in FIGURES:
-        tidy = pd.read_parquet(figures / f"{name}.parquet")
-        assert COLUMNS[name] <= set(tidy.columns), (name, COLUMNS[name] - set(tidy.columns))
-    claims = pd.read_parquet(workdir / "results" / "claims" / "zhang2026.parquet")
-    assert list(claims.columns) == CLAIM_SCHEMA.names and claims["passed"].dtype == bool
+    assert_figures_written(workdir, "zhang2026", {name: COLUMNS[name] for name in FIGURES})
+    claims = written_claims(workdir, "zhang2026")
     assert len(claims) == 10 and set(claims["figure"]) == set(FIGURES)
-    table = (workdir / "results" / "claims.md").read_text()
-    assert all(claim_id in table for claim_id in claims["claim_id"])
 
 
 def test_tidy_data_compares_the_model_with_ngd(workdir):

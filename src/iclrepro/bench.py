@@ -194,7 +194,7 @@ def kill_and_resume(workdir: Path, kills: int, seed: int = 0) -> dict[str, int]:
         duration = time.perf_counter() - start
         damaged = 0
         for attempt in range(kills):
-            killed = copy_workflow(workdir, Path(tmp) / f"killed{attempt}")
+            killed = copy_workflow(whole, Path(tmp) / f"killed{attempt}")  # the code of the whole run
             running = subprocess.Popen([sys.executable, "-m", "snakemake", *SMOKE], cwd=killed,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             time.sleep(moments.uniform(0, duration))

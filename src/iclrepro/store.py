@@ -276,6 +276,19 @@ def parquet_spec(table: pa.Table, path) -> dict:
     return json.loads(raw)
 
 
+def read_stored_set(path, content: str | None, settings, schema, what: str) -> tuple[pa.Table, dict, object]:
+    """A stored data set: its table, its spec and `settings(spec)`, with columns checked against
+    `schema(settings)`. Every mismatch raises StoreError naming the file; `what` says what it should be."""
+    table = read_parquet(path, content=content)
+    spec = parquet_spec(table, path)
+    try:
+        made = settings(spec)
+    except (KeyError, TypeError, ValueError) as err:
+        raise StoreError(f"{path}: not {what} ({err})") from None
+    check_columns(table, schema(made), path)
+    return table, spec, made
+
+
 # ---------------------------------------------------------------------------
 # Model files: plain state dicts and the spec, loadable with weights_only=True
 # ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ stage modules keep their imports narrow (a figure module never imports training 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,9 @@ class PaperStages:
     claims: str   # (spec, id, results, out) -> None: the paper's claim verdicts
 
 
-def conventional(paper: str, objective: str) -> PaperStages:
-    """The stages of a paper laid out as usual: iclrepro.<kind>.<paper>:<function>."""
-    return PaperStages(
+def conventional(paper: str, objective: str, **other_places: str) -> PaperStages:
+    """The stages of a paper laid out as usual (iclrepro.<kind>.<paper>:<function>), but for `other_places`."""
+    return replace(PaperStages(
         planner=f"iclrepro.papers.{paper}",
         data=f"iclrepro.tasks.{paper}:write_test_set",
         train=f"iclrepro.training.{paper}:train_cell",
@@ -37,10 +37,13 @@ def conventional(paper: str, objective: str) -> PaperStages:
         tidy=f"iclrepro.evaluation.{paper}:tidy",
         draw=f"iclrepro.figures.{paper}:draw",
         claims=f"iclrepro.evaluation.{paper}:claims",
-    )
+    ), **other_places)
 
 
 REGISTRY: dict[str, PaperStages] = {
     "cui2024": conventional("cui2024", objective="Regression"),
     "zhang2026": conventional("zhang2026", objective="OneStepSupervision"),
+    # its data stage writes training sets as well as test sets
+    "deora2023": conventional("deora2023", objective="FullBatchLogistic",
+                              data="iclrepro.tasks.deora2023:write_data_set"),
 }

@@ -366,10 +366,11 @@ def write_cell(out_dir, cell_id: str, spec: dict, model: nn.Module, fitted: Fitt
 
 def train_cell(spec: dict, cell_id: str, out_dir, threads: int, checkpoint_minutes: float,
                make_objective: Callable[[dict, torch.device], Objective],
-               score: Callable[[nn.Module, Fitted], pa.Table]) -> None:
-    """Fit every seed of a cell as one ensemble (resuming its checkpoint), score the model, write the cell.
+               score: Callable[[Objective, Fitted], pa.Table]) -> None:
+    """Fit every seed of a cell as one ensemble (resuming its checkpoint), score it, write the cell.
 
-    A paper's train stage reads what `score` needs (its test set) and calls this.
+    A paper's train stage reads what it needs (its test set) and calls this. `score` runs
+    while the objective is still on the training device, so it may use data kept there.
     """
     started = time.time()
     accelerator = spec["device"]
@@ -378,8 +379,8 @@ def train_cell(spec: dict, cell_id: str, out_dir, threads: int, checkpoint_minut
     optimisation = Optimisation(**spec["training"]["optimisation"])
     checkpoint = checkpoint_of(out_dir, 60 * checkpoint_minutes)
     fitted = fit(objective, optimisation, cell_id, len(spec["seeds"]), accelerator, checkpoint)
-    model = objective.model.cpu()
-    write_cell(out_dir, cell_id, spec, model, fitted, score(model, fitted), started, threads, accelerator)
+    metrics = score(objective, fitted)
+    write_cell(out_dir, cell_id, spec, objective.model.cpu(), fitted, metrics, started, threads, accelerator)
 
 
 def checkpoint_of(out_dir, every_seconds: float = 300.0) -> Checkpointing:

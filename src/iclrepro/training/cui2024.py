@@ -78,4 +78,4 @@ def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads:
     """Train stage: fit all seeds (resuming a checkpoint), score on the test set, write the cell."""
     _, test = tasks.read_test_set(data[0], content=spec["test"])
     core.train_cell(spec, cell_id, out_dir, threads, checkpoint_minutes, Regression,
-                    lambda model, fitted: metrics(spec, model, test))
+                    lambda objective, fitted: metrics(spec, objective.model.cpu(), test))

@@ -104,4 +104,4 @@ def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads:
     """Train stage: fit all seeds as one ensemble (resuming a checkpoint), write the cell with its snapshots."""
     _, heldout = tasks.read_test_set(data[0], content=spec["heldout"])
     core.train_cell(spec, cell_id, out_dir, threads, checkpoint_minutes, OneStepSupervision,
-                    lambda model, fitted: metrics(spec, model, fitted.losses, heldout))
+                    lambda objective, fitted: metrics(spec, objective.model.cpu(), fitted.losses, heldout))
