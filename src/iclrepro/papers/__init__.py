@@ -48,4 +48,15 @@ REGISTRY: dict[str, PaperStages] = {
         draw="iclrepro.figures.zhang2026:draw",
         claims="iclrepro.evaluation.zhang2026:claims",
     ),
+    "chen2024": PaperStages(
+        planner="iclrepro.papers.chen2024",
+        data="iclrepro.tasks.chen2024:write_test_set",
+        train="iclrepro.training.chen2024:train_cell",
+        objective="iclrepro.training.chen2024:PrefixRegression",
+        predict="iclrepro.evaluation.chen2024:predict",
+        theory="iclrepro.theory.chen2024:write",
+        tidy="iclrepro.evaluation.chen2024:tidy",
+        draw="iclrepro.figures.chen2024:draw",
+        claims="iclrepro.evaluation.chen2024:claims",
+    ),
 }
