@@ -36,11 +36,11 @@ def test_every_scale_plans_every_figure_and_the_claims(raw, schema, scale):
 
 def test_quick_cells_are_shared_between_figures(raw, schema):
     built = planned(raw, schema)
-    # H in {1, 4} at (L = 3, sigma = 0.1), plus H in {1, 4} at (2, 0.1) and (3, 0.5): the main pair is shared
-    assert len(built.cells) == 6
+    # H in {1, 4} at (L = 3, sigma = 0.1), plus H in {1, 4} at (3, 0.5): the main pair is shared
+    assert len(built.cells) == 4
     heads = sorted((c.spec["model"]["layers"], c.spec["task"]["sigma"], c.spec["model"]["heads"])
                    for c in built.cells.values())
-    assert heads == [(2, 0.1, 1), (2, 0.1, 4), (3, 0.1, 1), (3, 0.1, 4), (3, 0.5, 1), (3, 0.5, 4)]
+    assert heads == [(3, 0.1, 1), (3, 0.1, 4), (3, 0.5, 1), (3, 0.5, 4)]
     purposes = sorted(node.spec["purpose"] for node in built.nodes["data"].values())
     assert purposes.count("tune") == 3 and purposes.count("probe") == 2
 
