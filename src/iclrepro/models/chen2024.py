@@ -23,7 +23,7 @@ leading seed axis S (models/ensemble.py).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -154,7 +154,3 @@ def load_cell(cell_dir) -> tuple[dict, Transformer]:
     except RuntimeError as err:
         raise store.StoreError(f"{path}: weights do not fit the model of its spec ({err})") from None
     return spec, model.eval()
-
-
-def settings_spec(settings: Settings) -> dict:
-    return asdict(settings)

@@ -10,7 +10,7 @@ noiseless target <w*, x_k>.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -31,9 +31,6 @@ class Task:
             raise ValueError(f"sparsity s={self.s} must be between 1 and d={self.d}")
         if self.n < 1 or self.sigma < 0:
             raise ValueError(f"need n >= 1 and sigma >= 0, got n={self.n}, sigma={self.sigma}")
-
-    def to_spec(self) -> dict:
-        return asdict(self)
 
 
 def sample(task: Task, prompts: int, generator: torch.Generator, device="cpu") -> dict[str, torch.Tensor]:
