@@ -119,3 +119,21 @@ def written_claims(workdir: Path, paper: str):
     table = (workdir / "results" / "claims.md").read_text()
     assert all(claim_id in table for claim_id in claims["claim_id"])
     return claims
+
+
+def plan_paper(raw: dict, schema: dict, paper: str, scale: str = "quick", edit=lambda block: None):
+    """The plan of one paper at `scale`, after `edit` changed a copy of its config block."""
+    import copy
+
+    from iclrepro import config, plan
+
+    changed = copy.deepcopy(raw)
+    edit(changed[paper])
+    return plan.build(config.check_and_resolve(dict(changed, scale=scale, papers=[paper]), schema))
+
+
+def planned_rules(workdir: Path) -> list[str]:
+    """The rules a smoke-scale dry run in `workdir` would run, one entry per job."""
+    import re
+
+    return re.findall(r"^rule (\w+):", snakemake(workdir, "-n", *SMOKE).stdout, flags=re.M)

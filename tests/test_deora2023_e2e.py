@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 import pytest
 
-from conftest import SMOKE, assert_figures_written, cli, smoke_plan, snakemake, written_claims
+from conftest import assert_figures_written, cli, planned_rules, smoke_plan, written_claims
 from iclrepro import store
 from iclrepro.papers.deora2023 import FIGURES
 
@@ -61,11 +59,8 @@ def test_cli_lists_and_predicts(workdir, tmp_path):
 
 
 def test_a_plotting_change_only_redraws(workdir):
-    def planned_rules():
-        return re.findall(r"^rule (\w+):", snakemake(workdir, "-n", *SMOKE).stdout, flags=re.M)
-
-    assert planned_rules() == []
+    assert planned_rules(workdir) == []
     figure_code = workdir / "src" / "iclrepro" / "figures" / "deora2023.py"
     figure_code.write_text(figure_code.read_text() + "\n# a plotting-only change\n")
-    rules = planned_rules()
+    rules = planned_rules(workdir)
     assert rules.count("draw") == len(FIGURES) and not {"train", "tidy", "data", "theory"} & set(rules)

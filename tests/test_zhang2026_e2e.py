@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 import pytest
 
-from conftest import SMOKE, assert_figures_written, cli, smoke_plan, snakemake, written_claims
+from conftest import assert_figures_written, cli, planned_rules, smoke_plan, written_claims
 from iclrepro import store
 from iclrepro.papers.zhang2026 import FIGURES
 
@@ -25,10 +23,6 @@ COLUMNS = {
     "E7": {"part", "prompt", "i", "z1", "z2", "u1", "u2", "alpha_share", "support", "T", "seed", "p",
            "support_mass", "w1", "w2"},
 }
-
-
-def planned_rules(workdir) -> list[str]:
-    return re.findall(r"^rule (\w+):", snakemake(workdir, "-n", *SMOKE).stdout, flags=re.M)
 
 
 def test_every_figure_and_the_claims_are_written(workdir):

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 
+from conftest import plan_paper
 from iclrepro import config, plan
 from iclrepro.papers import zhang2026 as planner
 
@@ -16,10 +17,8 @@ def nested(block: dict, keys) -> dict:
     return block
 
 
-def planned(raw, schema, scale="quick", edit=lambda c: None):
-    changed = copy.deepcopy(raw)
-    edit(changed["zhang2026"])
-    return plan.build(config.check_and_resolve(dict(changed, scale=scale, papers=["zhang2026"]), schema))
+def planned(raw, schema, scale="quick", edit=lambda block: None):
+    return plan_paper(raw, schema, "zhang2026", scale, edit)
 
 
 @pytest.mark.parametrize("scale", config.SCALES)

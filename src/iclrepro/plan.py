@@ -72,6 +72,14 @@ CONTENT_ADDRESSED = ("data", "train")   # stored under their id, recorded in res
 NEEDS_RESULTS = ("tidy", "claims")      # stage functions that read other nodes' outputs
 
 
+def figures_and_claims(paper: str, tidy: dict[str, Node], claims_spec: dict) -> list[Node]:
+    """A drawing node per tidy table, and the paper's claims node over all the tables."""
+    draws = [make("draw", paper, {"figure": name, "kind": node.spec["kind"]}, name=name, inputs=(node,))
+             for name, node in tidy.items()]
+    claims = make("claims", paper, {**claims_spec, "figures": sorted(tidy)}, name=paper, inputs=tuple(tidy.values()))
+    return draws + [claims]
+
+
 def ensure_data(payloads: list[dict], results: str) -> None:
     """Make every data set in `payloads` that does not exist yet.
 

@@ -42,3 +42,54 @@ def posterior_mean(x, y, x_q, prior_mean: torch.Tensor, prior_var: float, noise_
 def fitted_scale(prediction: torch.Tensor, target: torch.Tensor) -> float:
     """Least-squares step size eta minimising E(eta * prediction - target)^2."""
     return float((prediction * target).sum() / (prediction * prediction).sum())
+
+
+# ---------------------------------------------------------------------------
+# Iterative estimators of chen2024 (spec §5): GD, preprocess-then-optimize, Lasso.
+# Weights, not predictions: the risk of a linear predictor is E||w - w*||^2 (x_q ~ N(0, I)).
+# ---------------------------------------------------------------------------
+
+def gd_path(x: torch.Tensor, y: torch.Tensor, eta: float, steps: int) -> torch.Tensor:
+    """GD from 0 on (1/2n)||Xw - y||^2: w_{t+1} = w_t - eta X^T(X w_t - y)/n, t = 1..steps: (T, N, d)."""
+    n = x.shape[-2]
+    w = torch.zeros(x.shape[0], x.shape[-1], dtype=x.dtype)
+    path = []
+    for _ in range(steps):
+        w = w - eta * torch.einsum("nkd,nk->nd", x, torch.einsum("nkd,nd->nk", x, w) - y) / n
+        path.append(w)
+    return torch.stack(path)
+
+
+def correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The preprocessing statistic r = X^T y / n (N, d) of PtO (spec §5)."""
+    return torch.einsum("nkd,nk->nd", x, y) / x.shape[-2]
+
+
+def pto_path(x: torch.Tensor, y: torch.Tensor, eta: float, steps: int) -> torch.Tensor:
+    """Preprocess-then-optimize: GD on x~ = diag(r / max|r|) x, returned in the original
+    coordinates (beta_t = diag(r / max|r|) w_t, so <w_t, x~_q> = <beta_t, x_q>): (T, N, d).
+
+    Scaling r to max |r_j| = 1 keeps the preprocessing's shape (which coordinates get large
+    steps) but bounds the preconditioned curvature by that of X^T X / n: with raw r one
+    fixed step diverges on the prompts whose r is large (r ~ w* has unbounded entries).
+    """
+    r = correlation(x, y)
+    r = r / r.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+    return gd_path(x * r.unsqueeze(-2), y, eta, steps) * r
+
+
+def soft_threshold(w: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    return w.sign() * (w.abs() - level).clamp_min(0)
+
+
+def lasso_weights(x: torch.Tensor, y: torch.Tensor, alpha: float, steps: int) -> torch.Tensor:
+    """ISTA on (1/2n)||Xw - y||^2 + alpha ||w||_1 from 0, step 1/L with L = lambda_max(X^T X / n)."""
+    n = x.shape[-2]
+    gram = x.transpose(-1, -2) @ x / n                                                  # (N, d, d)
+    step = 1 / torch.linalg.eigvalsh(gram)[:, -1:].clamp_min(1e-12)                     # (N, 1)
+    target = torch.einsum("nkd,nk->nd", x, y) / n
+    w = torch.zeros_like(target)
+    for _ in range(steps):
+        gradient = (gram @ w.unsqueeze(-1)).squeeze(-1) - target
+        w = soft_threshold(w - step * gradient, step * alpha)
+    return w

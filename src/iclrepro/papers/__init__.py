@@ -46,4 +46,5 @@ REGISTRY: dict[str, PaperStages] = {
     # its data stage writes training sets as well as test sets
     "deora2023": conventional("deora2023", objective="FullBatchLogistic",
                               data="iclrepro.tasks.deora2023:write_data_set"),
+    "chen2024": conventional("chen2024", objective="PrefixRegression"),
 }

@@ -142,11 +142,7 @@ class Planner:
                                {"two_d": 2 * scenario_spec(self.block, figures["F2"]["scenario"])["d"]})
         table_rows = [row for name in SWEEPS for row in sweep_rows[name]]
         tidy["T1"] = self.tidy("T1", "table", table_rows, {"min_D": self.block["claims"]["slope_min_D"]})
-        draws = [plan.make("draw", PAPER, {"figure": name, "kind": node.spec["kind"]}, name=name,
-                           inputs=(node,)) for name, node in tidy.items()]
-        claims_spec = {"claims": self.block["claims"], "figures": sorted(tidy)}
-        claims = plan.make("claims", PAPER, claims_spec, name=PAPER, inputs=tuple(tidy.values()))
-        return draws + [claims]
+        return plan.figures_and_claims(PAPER, tidy, {"claims": self.block["claims"]})
 
 
 def nodes(config: dict) -> list[plan.Node]:

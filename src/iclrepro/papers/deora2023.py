@@ -83,11 +83,7 @@ class Planner:
                             [node for _, _, node in samples]),
             "hessian": self.tidy("hessian", "hessian", {"theory": hessian.name}, [hessian]),
         }
-        draws = [plan.make("draw", PAPER, {"figure": name, "kind": node.spec["kind"]}, name=name, inputs=(node,))
-                 for name, node in tidy.items()]
-        claims = plan.make("claims", PAPER, {"claims": self.block["claims"], "E4_H": e4, "figures": sorted(tidy)},
-                           name=PAPER, inputs=tuple(tidy.values()))
-        return draws + [claims]
+        return plan.figures_and_claims(PAPER, tidy, {"claims": self.block["claims"], "E4_H": e4})
 
 
 def nodes(config: dict) -> list[plan.Node]:

@@ -110,12 +110,8 @@ class Planner:
             "E7": self.tidy("E7", "support", {"cell": plane_cell.id, "data": plane_set.id, "T": loops},
                             [plane_cell, plane_set]),
         }
-        draws = [plan.make("draw", PAPER, {"figure": name, "kind": node.spec["kind"]}, name=name, inputs=(node,))
-                 for name, node in tidy.items()]
         # the GD-vs-NGD claim is checked at the main context length (spec §5 test 5)
-        claims_spec = {"claims": {**self.block["claims"], "N": self.block["N"]}, "figures": sorted(tidy)}
-        claims = plan.make("claims", PAPER, claims_spec, name=PAPER, inputs=tuple(tidy.values()))
-        return draws + [claims]
+        return plan.figures_and_claims(PAPER, tidy, {"claims": {**self.block["claims"], "N": self.block["N"]}})
 
 
 def nodes(config: dict) -> list[plan.Node]:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import torch
 
 from iclrepro import store
+from iclrepro.tasks import columns
 from iclrepro.tasks.cui2024_scenario import Scenario
 
 
@@ -86,9 +87,4 @@ def read_test_set(path, content: str | None = None) -> tuple[dict, dict[str, tor
                                                 lambda sizes: _schema(*sizes), "a cui2024 test set")
     if table.num_rows != spec["prompts"]:
         raise store.StoreError(f"{path}: {table.num_rows} rows, the spec says {spec['prompts']}")
-
-    def column(name, shape):
-        values = table.column(name).combine_chunks().values.to_numpy(zero_copy_only=False)
-        return torch.from_numpy(values.reshape(table.num_rows, *shape).copy())
-
-    return spec, {"x": column("x", (D + 1, d)), "y": column("y", (D + 1,)), "w": column("w", (d,))}
+    return spec, columns.tensors(table, {"x": (D + 1, d), "y": (D + 1,), "w": (d,)})

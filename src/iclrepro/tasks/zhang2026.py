@@ -23,6 +23,7 @@ import pyarrow as pa
 import torch
 
 from iclrepro import store
+from iclrepro.tasks import columns
 from iclrepro.tasks.zhang2026_distribution import FAMILIES, Distribution  # noqa: F401 (re-exported)
 
 MAX_RESAMPLING_ROUNDS = 1000  # a margin filter that rejects almost everything fails loudly
@@ -114,8 +115,4 @@ def read_test_set(path, content: str | None = None) -> tuple[dict, dict[str, tor
                                              lambda dist: _schema(dist.d, dist.N), "a zhang2026 test set")
     if table.num_rows != spec["prompts"]:
         raise store.StoreError(f"{path}: {table.num_rows} rows, the spec says {spec['prompts']}")
-    prompts = {}
-    for name, shape in _shapes(dist.d, dist.N).items():
-        values = table.column(name).combine_chunks().values.to_numpy(zero_copy_only=False)
-        prompts[name] = torch.from_numpy(values.reshape(table.num_rows, *shape).copy())
-    return spec, prompts
+    return spec, columns.tensors(table, _shapes(dist.d, dist.N))

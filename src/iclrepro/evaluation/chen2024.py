@@ -1,0 +1,360 @@
+"""chen2024 evaluation: tidy figure data (spec §4, §6), the claim checks and `predict`.
+
+Excess risk is always measured against the noiseless target <w*, x_q> at the query of a
+prefix with n examples, averaged over the prompts of a test set (the transformer predicts
+every prefix at once, spec §3). Figures:
+
+* risk_vs_n:   trained models' excess risk per n, one line per head count H (Fig. 1b)
+* importance:  head masking (spec §4.1): I_{l,h} = R_{l,h} - R_full, clipped at 0 and
+               normalised within each layer (Fig. 1c)
+* prune_probe: pruning (every head of layer 1, the top head of each later layer) and
+               per-layer linear probes of the query's residual stream (spec §4.2-4.3, Fig. 1d);
+               the depth/noise variant is the same table over several (L, sigma) (appendix)
+* algorithms:  PtO vs GD vs ridge vs Lasso vs OLS across n and sigma, hyperparameters tuned on
+               a held-out set and recorded per row (spec §5, the p.8 figure)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from iclrepro import store
+from iclrepro.baselines import regression
+from iclrepro.evaluation import claims as verdicts
+from iclrepro.models import chen2024 as models
+from iclrepro.tasks import chen2024 as tasks
+
+PAPER = "chen2024"
+FULL, PRUNED, SINGLE = "full", "pruned", "single-head"
+
+
+def prompts_of(layout: store.Layout, data_id: str) -> dict[str, torch.Tensor]:
+    return tasks.read_test_set(layout.data(data_id), content=data_id)[1]
+
+
+def query_risk(predictions: torch.Tensor, prompts: dict[str, torch.Tensor], n: int) -> torch.Tensor:
+    """Mean excess risk at the query after n examples; predictions (..., B, K) -> (...)."""
+    return ((predictions[..., n] - tasks.clean(prompts)[:, n]) ** 2).mean(-1)
+
+
+def predictions(model: models.Transformer, prompts: dict[str, torch.Tensor], mask: torch.Tensor | None = None):
+    """(S, B, K) with the head mask `mask` (S, L, H) (all heads when None)."""
+    model.head_mask.fill_(1.0) if mask is None else model.head_mask.copy_(mask)
+    with torch.no_grad():
+        return model(models.tokens(prompts["x"], prompts["y"]))
+
+
+# ---------------------------------------------------------------------------
+# Fig. 1(b): risk vs n per head count (read from the cells' held-out scores)
+# ---------------------------------------------------------------------------
+
+def risk_vs_n(spec: dict, layout: store.Layout) -> pd.DataFrame:
+    frames = [store.read_parquet(layout.cell(entry["cell"]), content=entry["cell"]).to_pandas().assign(H=entry["H"])
+              for entry in spec["cells"]]
+    return pd.concat(frames, ignore_index=True)[["H", "seed", "n", "excess_risk"]]
+
+
+# ---------------------------------------------------------------------------
+# Fig. 1(c): head importance by masking
+# ---------------------------------------------------------------------------
+
+def masked_risks(model: models.Transformer, prompts, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Risk with all heads (S,) and with head (l, h) masked (S, L, H)."""
+    S, L, H = model.head_mask.shape
+    full = query_risk(predictions(model, prompts), prompts, n)
+    masked = torch.empty(S, L, H)
+    for layer in range(L):
+        for head in range(H):
+            mask = torch.ones(S, L, H)
+            mask[:, layer, head] = 0.0
+            masked[:, layer, head] = query_risk(predictions(model, prompts, mask), prompts, n)
+    return full, masked
+
+
+def shares(full: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """Importance normalised within each layer (S, L, H). A head whose removal lowers the risk
+    counts as 0 (clipped), so shares stay in [0, 1]; a layer where no head matters is uniform."""
+    importance = (masked - full[:, None, None]).clamp_min(0)
+    total = importance.sum(-1, keepdim=True)
+    uniform = torch.full_like(importance, 1 / importance.shape[-1])
+    return torch.where(total > 0, importance / total.clamp_min(1e-30), uniform)
+
+
+def importance(spec: dict, layout: store.Layout) -> pd.DataFrame:
+    """Per seed, layer and head: masked risk, importance, share and rank within the layer (0 = top)."""
+    cell_spec, model = models.load_cell(layout.cell_dir(spec["cell"]))
+    full, masked = masked_risks(model, prompts_of(layout, spec["data"]), spec["n"])
+    share = shares(full, masked)
+    rank = share.argsort(-1, descending=True).argsort(-1)
+    S, L, H = masked.shape
+    seed, layer, head = np.indices((S, L, H))
+    return pd.DataFrame({"seed": np.asarray(cell_spec["seeds"])[seed.reshape(-1)], "layer": layer.reshape(-1) + 1,
+                         "head": head.reshape(-1) + 1, "risk": masked.numpy().reshape(-1),
+                         "risk_full": full.numpy()[seed.reshape(-1)],
+                         "importance": (masked - full[:, None, None]).numpy().reshape(-1),
+                         "share": share.numpy().reshape(-1), "rank": rank.numpy().reshape(-1), "n": spec["n"]})
+
+
+# ---------------------------------------------------------------------------
+# Fig. 1(d) and the depth/noise variant: pruning and per-layer probing
+# ---------------------------------------------------------------------------
+
+def pruning_mask(share: torch.Tensor) -> torch.Tensor:
+    """Keep every head of layer 1 and the top head of each later layer: (S, L, H) of 0/1."""
+    mask = torch.nn.functional.one_hot(share.argmax(-1), share.shape[-1]).float()
+    mask[:, 0] = 1.0
+    return mask
+
+
+def query_states(model: models.Transformer, prompts, n: int, mask=None) -> list[torch.Tensor]:
+    """Residual stream at the query token after n examples, per layer 0..L: (S, B, D) each."""
+    model.head_mask.fill_(1.0) if mask is None else model.head_mask.copy_(mask)
+    with torch.no_grad():
+        return [h[..., 2 * n, :].double() for h in model.hidden(models.tokens(prompts["x"], prompts["y"]))]
+
+
+def probe_risks(model, train, test, n: int, ridge: float, mask=None) -> np.ndarray:
+    """Excess risk (S, L+1) of a ridge probe per layer: fitted from the query's state to y_q on
+    `train`, scored against <w*, x_q> on `test` (spec §4.3); an intercept column is included."""
+    risks = []
+    for fit_on, score_on in zip(query_states(model, train, n, mask), query_states(model, test, n, mask), strict=True):
+        features = torch.cat([fit_on, torch.ones_like(fit_on[..., :1])], -1)         # (S, B, D+1)
+        w = regression.ridge_weights(features, train["y"][:, n].double().expand(len(features), -1),
+                                     ridge * features.shape[-2])
+        scored = torch.cat([score_on, torch.ones_like(score_on[..., :1])], -1)
+        guess = (scored * w.unsqueeze(1)).sum(-1)                                       # (S, B)
+        risks.append(((guess - tasks.clean(test)[:, n].double()) ** 2).mean(-1).numpy())
+    return np.stack(risks, -1)
+
+
+def probe_rows(label: str, seeds, model, prompts: tuple, n: int, ridge: float, mask=None) -> pd.DataFrame:
+    """Long rows (seed, layer 0..L) of one model's probe risks and its own output risk."""
+    train, test = prompts
+    probe = probe_risks(model, train, test, n, ridge, mask)                             # (S, L+1)
+    output = query_risk(predictions(model, test, mask), test, n).numpy()               # (S,)
+    S, layers = probe.shape
+    seed, layer = np.indices((S, layers))
+    return pd.DataFrame({"model": label, "seed": np.asarray(seeds)[seed.reshape(-1)], "layer": layer.reshape(-1),
+                         "probe_risk": probe.reshape(-1), "output_risk": output[seed.reshape(-1)]})
+
+
+def variant_rows(entry: dict, spec: dict, layout: store.Layout) -> pd.DataFrame:
+    """Full, pruned (chosen by importance on the probe-training set) and single-head models."""
+    sets = (prompts_of(layout, entry["probe"]), prompts_of(layout, entry["data"]))
+    n, ridge = spec["n"], spec["ridge"]
+    full_spec, full = models.load_cell(layout.cell_dir(entry["full"]))
+    mask = pruning_mask(shares(*masked_risks(full, sets[0], n)))
+    single_spec, single = models.load_cell(layout.cell_dir(entry["single"]))
+    frames = [probe_rows(FULL, full_spec["seeds"], full, sets, n, ridge),
+              probe_rows(PRUNED, full_spec["seeds"], full, sets, n, ridge, mask),
+              probe_rows(SINGLE, single_spec["seeds"], single, sets, n, ridge)]
+    return pd.concat(frames, ignore_index=True).assign(L=entry["L"], sigma=entry["sigma"], n=n)
+
+
+def prune_probe(spec: dict, layout: store.Layout) -> pd.DataFrame:
+    return pd.concat([variant_rows(entry, spec, layout) for entry in spec["variants"]], ignore_index=True)
+
+
+# ---------------------------------------------------------------------------
+# The algorithms figure: PtO vs GD vs ridge vs Lasso vs OLS, tuned on a held-out set
+# ---------------------------------------------------------------------------
+
+def context(prompts: dict[str, torch.Tensor], n: int):
+    """(x (B, n, d), y (B, n), x_q (B, d), w*) in float64."""
+    x, y = prompts["x"].double(), prompts["y"].double()
+    return x[:, :n], y[:, :n], x[:, n], prompts["w_star"].double()
+
+
+def weight_risk(w: torch.Tensor, x_q: torch.Tensor, w_star: torch.Tensor) -> torch.Tensor:
+    """Mean (<w - w*, x_q>)^2 over prompts, for weights (..., B, d)."""
+    return (((w - w_star) * x_q).sum(-1) ** 2).mean(-1)
+
+
+def path_risks(method, prompts, n: int, etas, steps: int) -> torch.Tensor:
+    """Risk of GD or PtO (`method` = regression.gd_path / pto_path) per step size and step: (E, T)."""
+    x, y, x_q, w_star = context(prompts, n)
+    return torch.stack([weight_risk(method(x, y, eta, steps), x_q, w_star) for eta in etas])
+
+
+def penalised_risks(prompts, n: int, kind: str, values, lasso_steps: int) -> torch.Tensor:
+    x, y, x_q, w_star = context(prompts, n)
+    if kind == "ridge":
+        fits = [regression.ridge_weights(x, y, n * lam) for lam in values]
+    else:
+        fits = [regression.lasso_weights(x, y, alpha, lasso_steps) for alpha in values]
+    return torch.stack([weight_risk(w, x_q, w_star) for w in fits])
+
+
+def tuned_iterative(name: str, method, sets, n: int, grids: dict, fixed_T: int | None) -> dict:
+    """Pick (eta, T) on the tuning set (T fixed when `fixed_T`), report the test risk."""
+    tune, test = sets
+    steps = fixed_T or grids["steps"]
+    chosen = path_risks(method, tune, n, grids["eta"], steps)
+    if fixed_T:
+        chosen = chosen[:, -1:]
+    e, t = divmod(int(chosen.argmin()), chosen.shape[1])
+    T = fixed_T or t + 1
+    risk = path_risks(method, test, n, [grids["eta"][e]], T)[0, -1]
+    return {"method": name, "excess_risk": float(risk), "eta": grids["eta"][e], "T": T}
+
+
+def tuned_penalised(name: str, kind: str, sets, n: int, values, lasso_steps: int, column: str) -> dict:
+    tune, test = sets
+    best = values[int(penalised_risks(tune, n, kind, values, lasso_steps).argmin())]
+    return {"method": name, "excess_risk": float(penalised_risks(test, n, kind, [best], lasso_steps)[0]),
+            column: best}
+
+
+def baseline_rows(sets, n: int, spec: dict) -> list[dict]:
+    grids, L = spec["grids"], spec["T_layers"]
+    x, y, x_q, w_star = context(sets[1], n)
+    ols = float(weight_risk(regression.ridge_weights(x, y, 0.0), x_q, w_star))
+    return [
+        tuned_iterative("PtO (tuned T)", regression.pto_path, sets, n, grids, None),
+        tuned_iterative(f"PtO (T = {L})", regression.pto_path, sets, n, grids, L),
+        tuned_iterative("GD (tuned T)", regression.gd_path, sets, n, grids, None),
+        tuned_iterative(f"GD (T = {L})", regression.gd_path, sets, n, grids, L),
+        tuned_penalised("ridge", "ridge", sets, n, grids["ridge_lambda"], 0, "lam"),
+        tuned_penalised("Lasso", "lasso", sets, n, grids["lasso_alpha"], grids["lasso_steps"], "alpha"),
+        {"method": "OLS (min-norm)", "excess_risk": ols},
+    ]
+
+
+def transformer_rows(entry: dict, layout: store.Layout, grid) -> pd.DataFrame:
+    risk = risk_vs_n({"cells": [{"cell": entry["cell"], "H": 0}]}, layout)
+    risk = risk[risk["n"].isin(grid)].groupby("n", as_index=False)["excess_risk"].mean()
+    return risk.assign(method=f"transformer (H = {entry['H']})", source="trained", sigma=entry["sigma"])
+
+
+def algorithms(spec: dict, layout: store.Layout) -> pd.DataFrame:
+    """Per sigma and n: every baseline (source 'baseline', chosen hyperparameters in eta, T, lam,
+    alpha), the trained transformer at its own sigma, and the OLS closed form (source 'theory')."""
+    frames = []
+    for entry in spec["sets"]:
+        sets = (prompts_of(layout, entry["tune"]), prompts_of(layout, entry["test"]))
+        rows = [dict(row, n=n) for n in spec["n"] for row in baseline_rows(sets, n, spec)]
+        frames.append(pd.DataFrame(rows).assign(sigma=entry["sigma"], source="baseline"))
+    frames += [transformer_rows(entry, layout, spec["n"]) for entry in spec["transformers"]]
+    theory = store.read_parquet(layout.theory(PAPER, spec["theory"])).to_pandas().dropna()
+    frames.append(theory[theory["n"].isin(spec["n"])].assign(method="OLS theory", source="theory"))
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.reindex(columns=["sigma", "n", "method", "source", "excess_risk", "eta", "T", "lam", "alpha"])
+
+
+# ---------------------------------------------------------------------------
+# Claims (spec §4, §6; issue 3) on the tidy data
+# ---------------------------------------------------------------------------
+
+def sorted_shares(frame: pd.DataFrame) -> pd.DataFrame:
+    """Seed-mean share of the r-th most important head of each layer (heads are unordered,
+    so seeds are compared rank by rank): index layer, columns rank 0 (top), 1, ..."""
+    return frame.groupby(["layer", "rank"])["share"].mean().unstack("rank")
+
+
+def claims_heads(figs, cfg) -> list[verdicts.Claim]:
+    ranked = sorted_shares(figs["importance"])
+    spread = int((ranked.loc[1] >= cfg["head_share_min"]).sum())
+    later = ranked.loc[ranked.index > 1, 0]
+    dominance = float(later.min()) if len(later) else float("nan")
+    return [
+        verdicts.Claim("layer1_spreads", "importance", "layer 1 spreads its importance over several heads",
+                       float(spread), f">= 2 heads with a normalised share >= {cfg['head_share_min']:g} "
+                       "(seed mean, rank by rank)", spread >= 2),
+        verdicts.Claim("later_layers_one_head", "importance", "every later layer is dominated by one head",
+                       dominance, f"top-head share >= {cfg['top_share_min']:g} in every layer >= 2 (seed mean)",
+                       verdicts.within(dominance, cfg["top_share_min"], 1.0))]
+
+
+def output_risks(frame: pd.DataFrame) -> pd.DataFrame:
+    """Seed-mean output risk per (L, sigma) and model: columns full, pruned, single-head."""
+    last = frame[frame["layer"] == frame.groupby(["L", "sigma"])["layer"].transform("max")]
+    return last.groupby(["L", "sigma", "model"])["output_risk"].mean().unstack("model")
+
+
+def claims_pruning(figs, cfg) -> list[verdicts.Claim]:
+    main = output_risks(figs["prune_probe"]).iloc[0]
+    gap = float(main[PRUNED] / main[FULL] - 1)
+    advantage = float(main[SINGLE] / main[PRUNED])
+    every = output_risks(figs["depth_noise"])
+    worst = float((every[PRUNED] / every[FULL] - 1).max())
+    margin = cfg["pruned_margin"]
+    return [
+        verdicts.Claim("pruned_matches_full", "prune_probe", "the pruned model (all heads of layer 1, the top head "
+                       "of each later layer) keeps the full model's risk", gap,
+                       f"risk(pruned) / risk(full) - 1 <= {margin:g}", verdicts.at_most(gap, margin)),
+        verdicts.Claim("pruned_beats_single", "prune_probe", "the pruned model is clearly better than a "
+                       "single-head model of the same depth", advantage,
+                       f"risk(single-head) / risk(pruned) >= {cfg['single_over_pruned_min']:g}",
+                       advantage >= cfg["single_over_pruned_min"]),
+        verdicts.Claim("pruned_matches_full_every_variant", "depth_noise", "pruning keeps the risk at every depth "
+                       "and noise level", worst, f"worst risk(pruned) / risk(full) - 1 <= {margin:g}",
+                       verdicts.at_most(worst, margin))]
+
+
+def claims_pto(figs, cfg) -> list[verdicts.Claim]:
+    """PtO against GD and against ridge (each tuned on the held-out set) where n < d or sigma > 0."""
+    frame = figs["algorithms"]
+    risk = frame[frame["source"] == "baseline"].pivot_table(index=["sigma", "n"], columns="method",
+                                                            values="excess_risk")
+    d = cfg["d"]
+    where = risk[(risk.index.get_level_values("n") < d) | (risk.index.get_level_values("sigma") > 0)]
+    found = []
+    for rival in ("GD (tuned T)", "ridge"):
+        ratio = where["PtO (tuned T)"] / where[rival]
+        worst = float(ratio.max()) if len(ratio) else float("nan")
+        at = ratio.idxmax() if len(ratio) else (float("nan"), float("nan"))
+        found.append(verdicts.Claim(
+            f"pto_beats_{rival.split()[0].lower()}", "algorithms", f"PtO beats {rival} where n < d or sigma > 0 "
+            f"(d = {d}; {len(ratio)} (sigma, n) points, hyperparameters tuned on a held-out set)", worst,
+            f"worst PtO / {rival} < 1 (worst at sigma = {at[0]:g}, n = {at[1]:g})", worst < 1))
+    return found
+
+
+def claim_heads(figs, cfg) -> list[verdicts.Claim]:
+    risk = figs["risk_vs_n"].groupby(["H", "n"])["excess_risk"].mean().unstack("H")
+    most, fewest = risk.columns.max(), risk.columns.min()
+    at_large_n = risk[risk.index >= cfg["d"]]
+    worst = float((at_large_n[most] / at_large_n[fewest]).max())
+    return [verdicts.Claim(
+        "more_heads_lower_risk", "risk_vs_n", f"more heads lower the risk once n >= d (H = {most} vs H = {fewest})",
+        worst, f"worst risk(H = {most}) / risk(H = {fewest}) over n >= {cfg['d']} < 1", worst < 1)]
+
+
+CLAIMS = (claims_heads, claims_pruning, claims_pto, claim_heads)
+
+
+def claims(spec: dict, node_id: str, results: str, out: str) -> None:
+    """Claims stage: check every claim on the tidy figure data."""
+    layout = store.Layout(results)
+    figs = {name: store.read_parquet(layout.tidy(PAPER, name)).to_pandas() for name in spec["figures"]}
+    verdicts.write(PAPER, [claim for check in CLAIMS for claim in check(figs, spec["claims"])], spec, node_id, out)
+
+
+KINDS = {"risk_vs_n": risk_vs_n, "importance": importance, "prune_probe": prune_probe, "algorithms": algorithms}
+
+
+def tidy(spec: dict, node_id: str, results: str, out: str) -> None:
+    """Tidy stage: one figure's data as Parquet (what its drawing shows)."""
+    frame = KINDS[spec["kind"]](spec, store.Layout(results))
+    store.write_parquet(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), out,
+                        spec=spec, content=node_id)
+
+
+def predict(cell_dir: str, prompts_path: str, out: str) -> None:
+    """Run a trained cell on a test set: per prompt, seed and n, the prediction and the noiseless target."""
+    spec, model = models.load_cell(cell_dir)
+    prompt_spec, prompts = tasks.read_test_set(prompts_path)
+    if (prompt_spec["task"]["d"], prompt_spec["task"]["n"]) != (spec["task"]["d"], spec["task"]["n"]):
+        raise store.StoreError(f"{prompts_path}: prompts have d, n = {prompt_spec['task']['d']}, "
+                               f"{prompt_spec['task']['n']}; the cell was trained with {spec['task']['d']}, "
+                               f"{spec['task']['n']}")
+    guess = predictions(model, prompts).numpy()                                         # (S, B, K)
+    seed, prompt, n = np.indices(guess.shape)
+    frame = pd.DataFrame({"prompt": prompt.reshape(-1), "seed": np.asarray(spec["seeds"])[seed.reshape(-1)],
+                          "n": n.reshape(-1), "prediction": guess.reshape(-1),
+                          "target": tasks.clean(prompts).numpy()[prompt.reshape(-1), n.reshape(-1)]})
+    store.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), out,
+                        spec={"cell": spec, "prompts": prompt_spec})

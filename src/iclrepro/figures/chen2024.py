@@ -1,0 +1,87 @@
+"""chen2024 figures (spec §6), one function per figure, drawn from the tidy Parquet only."""
+
+from __future__ import annotations
+
+import numpy as np
+import seaborn as sns
+
+from iclrepro.figures import common
+
+MODEL_ORDER = ["full", "pruned", "single-head"]
+
+
+def draw_risk_vs_n(frame):
+    """Fig. 1(b): excess risk against n, one line per head count (band: +/-1 sd over seeds)."""
+    fig, axes = common.panels(1, width=5)
+    ax = axes[0, 0]
+    frame = frame.assign(heads=frame["H"].map(lambda H: f"H = {H}"))
+    sns.lineplot(data=frame, x="n", y="excess_risk", hue="heads", errorbar="sd", marker="o", ax=ax)
+    ax.set_yscale("log")
+    ax.set_xlabel("in-context examples n")
+    ax.set_ylabel("excess risk")
+    return fig
+
+
+def draw_importance(frame):
+    """Fig. 1(c): layer x head heatmap of the normalised importance (seed 0), and the seed-mean
+    share of the r-th most important head per layer."""
+    fig, axes = common.panels(2, width=4.2)
+    seed = frame["seed"].min()
+    grid = frame[frame["seed"] == seed].pivot(index="layer", columns="head", values="share")
+    sns.heatmap(grid, ax=axes[0, 0], cmap="viridis", vmin=0, vmax=1, annot=True, fmt=".2f",
+                cbar_kws={"label": "normalised importance"})
+    axes[0, 0].set_title(f"seed {seed}, n = {int(frame['n'].iloc[0])}", fontsize=8)
+    ranked = frame.groupby(["layer", "rank"])["share"].mean().unstack("rank")
+    sns.heatmap(ranked, ax=axes[0, 1], cmap="viridis", vmin=0, vmax=1, annot=True, fmt=".2f", cbar=False)
+    axes[0, 1].set_xlabel("head rank within layer (0 = most important)")
+    axes[0, 1].set_title("seed mean, heads sorted", fontsize=8)
+    return fig
+
+
+def draw_probes(frame):
+    """Fig. 1(d) and the depth/noise variant: probe risk against layer for the full, pruned
+    and single-head models, one panel per (L, sigma); the models' own output risks as stars."""
+    variants = list(frame.groupby(["L", "sigma"]).groups)
+    fig, axes = common.panels(len(variants), width=3.6)
+    for ax, (L, sigma) in zip(axes[0], variants, strict=True):
+        rows = frame[(frame["L"] == L) & (frame["sigma"] == sigma)]
+        sns.lineplot(data=rows, x="layer", y="probe_risk", hue="model", hue_order=MODEL_ORDER, style="model",
+                     markers=True, dashes=False, errorbar="sd", ax=ax)
+        outputs = rows.groupby("model")["output_risk"].mean()
+        for index, model in enumerate(MODEL_ORDER):
+            if model in outputs:
+                ax.plot(L + 0.15 * (index - 1), outputs[model], "*", color=f"C{index}", markersize=9)
+        ax.set_yscale("log")
+        ax.set_xticks(np.arange(L + 1))
+        ax.set_xlabel("layer (0 = embedding); star: model output")
+        ax.set_ylabel("probe excess risk")
+        ax.set_title(f"L = {L}, sigma = {sigma:g}, n = {int(rows['n'].iloc[0])}", fontsize=8)
+        ax.legend(fontsize=6)
+    return fig
+
+
+def draw_algorithms(frame):
+    """p.8 figure: excess risk against n per method, one panel per sigma; OLS theory dashed."""
+    sigmas = sorted(frame["sigma"].unique())
+    fig, axes = common.panels(len(sigmas), width=4.2)
+    methods = [m for m in dict.fromkeys(frame["method"]) if m != "OLS theory"]
+    for ax, sigma in zip(axes[0], sigmas, strict=True):
+        rows = frame[(frame["sigma"] == sigma) & (frame["excess_risk"] > 0)]
+        sns.lineplot(data=rows[rows["source"] != "theory"], x="n", y="excess_risk", hue="method", hue_order=methods,
+                     style="method", style_order=methods, markers=True, dashes=False, ax=ax)
+        common.reference_lines(ax, rows[rows["source"] == "theory"], "n", "excess_risk", "method", "--")
+        ax.set_yscale("log")
+        ax.set_xlabel("in-context examples n")
+        ax.set_ylabel("excess risk")
+        ax.set_title(f"sigma = {sigma:g}", fontsize=8)
+        ax.legend(fontsize=6)
+    return fig
+
+
+FIGURES = {"risk_vs_n": draw_risk_vs_n, "importance": draw_importance, "prune_probe": draw_probes,
+           "algorithms": draw_algorithms}
+
+
+def draw(spec: dict, node_id: str, tidy: str, out_png: str, out_pdf: str) -> None:
+    """Draw stage: render one figure from its tidy Parquet."""
+    common.save(FIGURES[spec["kind"]](common.read_tidy(tidy)), out_png, out_pdf)

@@ -1,0 +1,140 @@
+"""Experiment design of chen2024: which test sets, cells and theory each figure needs.
+
+Figures (spec §6): risk_vs_n (Fig. 1b: one cell per head count), importance (Fig. 1c: the
+multi-head cell), prune_probe (Fig. 1d: the multi-head and single-head cells at the main
+depth and noise), depth_noise (appendix: the same over a grid of depths and noise levels)
+and algorithms (p.8: PtO, GD, ridge, Lasso, OLS per noise level, with the transformer).
+A cell is one (depth L, heads H, noise sigma); cells shared by figures are trained once.
+Each noise level has three prompt sets with their own seeds: test (scoring), tune
+(baseline hyperparameters) and probe (fitting the linear probes, choosing pruned heads).
+"""
+
+from __future__ import annotations
+
+from iclrepro import plan
+
+PAPER = "chen2024"
+FIGURES = ("risk_vs_n", "importance", "prune_probe", "depth_noise", "algorithms")
+SEED_OFFSETS = {"test": 0, "tune": 1, "probe": 2}  # a distinct stream per purpose
+
+
+class Planner:
+    def __init__(self, config: dict):
+        self.block = config[PAPER]
+        self.accelerator = config["accelerator"]
+        self.check()
+
+    def fail(self, key: str, message: str):
+        raise plan.PlanError(f"config {PAPER}.{key}: {message}")
+
+    def check(self) -> None:
+        b = self.block
+        if b["s"] > b["d"]:
+            self.fail("s", f"sparsity {b['s']} exceeds d = {b['d']}")
+        if b["analysis_n"] > b["n"]:
+            self.fail("analysis_n", f"{b['analysis_n']} exceeds the prompts' n = {b['n']}")
+        if 1 not in b["heads"] or len(b["heads"]) < 2:
+            self.fail("heads", f"{b['heads']} must hold 1 (the single-head model) and a larger count")
+        uneven = [H for H in b["heads"] if b["model"]["width"] % H]
+        if uneven:
+            self.fail("heads", f"{uneven} do not divide model.width = {b['model']['width']}")
+        beyond = [n for n in b["figures"]["algorithms"]["n"] if n > b["n"]]
+        if beyond:
+            self.fail("figures.algorithms.n", f"{beyond} exceed the prompts' n = {b['n']}")
+        if b["model"]["layers"] < 2:
+            self.fail("model.layers", "pruning and probing need at least 2 layers")
+        shallow = [v for v in b["figures"]["depth_noise"]["variants"] if v["layers"] < 2]
+        if shallow:
+            self.fail("figures.depth_noise.variants", f"{shallow}: pruning and probing need at least 2 layers")
+
+    def task(self, sigma: float) -> dict:
+        return {"d": self.block["d"], "s": self.block["s"], "sigma": sigma, "n": self.block["n"]}
+
+    def prompt_set(self, sigma: float, purpose: str) -> plan.Node:
+        spec = {"paper": PAPER, "task": self.task(sigma), "purpose": purpose,
+                "prompts": self.block[f"{purpose}_prompts"], "seed": self.block["test_seed"] + SEED_OFFSETS[purpose]}
+        return plan.make("data", PAPER, spec)
+
+    def cell(self, layers: int, heads: int, sigma: float) -> plan.Node:
+        training = self.block["training"]
+        heldout = self.prompt_set(sigma, "test")
+        spec = {"paper": PAPER, "task": self.task(sigma), "model": {**self.block["model"], "layers": layers,
+                                                                      "heads": heads},
+                "seeds": list(range(training["seeds"])), "heldout": heldout.id, "device": self.accelerator,
+                "training": {"batch": training["batch"], "optimisation": {
+                    "steps": training["steps"], "lr": training["lr"], "decay_fraction": training["decay_fraction"],
+                    "optimizer": "adam"}}}
+        return plan.make("train", PAPER, spec, inputs=(heldout,))
+
+    def tidy(self, figure: str, kind: str, spec: dict, inputs) -> plan.Node:
+        return plan.make("tidy", PAPER, {"figure": figure, "kind": kind, **spec}, name=figure, inputs=tuple(inputs))
+
+    def probing(self, figure: str, grid) -> plan.Node:
+        """Pruning and probing of the multi-head and single-head cells at each (L, sigma) of `grid`."""
+        variants, inputs = [], []
+        for layers, sigma in grid:
+            full, single = self.cell(layers, max(self.block["heads"]), sigma), self.cell(layers, 1, sigma)
+            test, probe = self.prompt_set(sigma, "test"), self.prompt_set(sigma, "probe")
+            variants.append({"L": layers, "sigma": sigma, "full": full.id, "single": single.id,
+                             "data": test.id, "probe": probe.id})
+            inputs += [full, single, test, probe]
+        spec = {"variants": variants, "n": self.block["analysis_n"], "ridge": self.block["probe_ridge"]}
+        return self.tidy(figure, "prune_probe", spec, inputs)
+
+    def algorithms(self, main: plan.Node) -> plan.Node:
+        settings = self.block["figures"]["algorithms"]
+        sets = {sigma: (self.prompt_set(sigma, "tune"), self.prompt_set(sigma, "test")) for sigma in settings["sigmas"]}
+        theory = plan.make("theory", PAPER, {"d": self.block["d"], "sigmas": settings["sigmas"], "n": settings["n"]},
+                           name=f"ols_d{self.block['d']}")
+        spec = {"n": settings["n"], "T_layers": self.block["model"]["layers"] - 1, "theory": theory.name,
+                "grids": {key: settings[key] for key in ("eta", "steps", "ridge_lambda", "lasso_alpha", "lasso_steps")},
+                "sets": [{"sigma": sigma, "tune": tune.id, "test": test.id} for sigma, (tune, test) in sets.items()],
+                "transformers": [{"cell": main.id, "H": main.spec["model"]["heads"], "sigma": self.block["sigma"]}]}
+        inputs = [node for pair in sets.values() for node in pair] + [main, theory]
+        return self.tidy("algorithms", "algorithms", spec, inputs)
+
+    def nodes(self) -> list[plan.Node]:
+        b = self.block
+        L, sigma = b["model"]["layers"], b["sigma"]
+        by_heads = {H: self.cell(L, H, sigma) for H in b["heads"]}
+        main, test = by_heads[max(b["heads"])], self.prompt_set(sigma, "test")
+        variants = [(v["layers"], v["sigma"]) for v in b["figures"]["depth_noise"]["variants"]]
+        tidy = {
+            "risk_vs_n": self.tidy("risk_vs_n", "risk_vs_n",
+                                   {"cells": [{"H": H, "cell": node.id} for H, node in by_heads.items()]},
+                                   by_heads.values()),
+            "importance": self.tidy("importance", "importance", {"cell": main.id, "data": test.id,
+                                                                 "n": b["analysis_n"]}, [main, test]),
+            "prune_probe": self.probing("prune_probe", [(L, sigma)]),
+            "depth_noise": self.probing("depth_noise", variants),
+            "algorithms": self.algorithms(main),
+        }
+        return plan.figures_and_claims(PAPER, tidy, {"claims": {**b["claims"], "d": b["d"]}})
+
+
+def nodes(config: dict) -> list[plan.Node]:
+    """Every figure's drawing node and the claims node (their inputs hang below them)."""
+    return Planner(config).nodes()
+
+
+def describe(spec: dict) -> str:
+    """One line of a cell's key settings (for `iclrepro cells`)."""
+    task, model = spec["task"], spec["model"]
+    return (f"d={task['d']} s={task['s']} sigma={task['sigma']:g} n={task['n']} L={model['layers']} "
+            f"H={model['heads']} D={model['width']} {model['attention']} "
+            f"steps={spec['training']['optimisation']['steps']} seeds={len(spec['seeds'])}")
+
+
+def resources(spec: dict) -> dict:
+    """Memory (MB) and runtime (minutes) a cell asks the scheduler for, from its size.
+
+    A step costs about 6 * 12 D^2 L FLOPs per token (spec §8) for B (2n + 1) tokens per
+    seed; runtime assumes 5 GFLOP/s on one CPU thread (measured ~4-8 on the quick model,
+    Python overhead included) with a 3x margin and a 5-minute floor. Activations: about
+    40 floats per token, width and layer.
+    """
+    task, model, training = spec["task"], spec["model"], spec["training"]
+    tokens = len(spec["seeds"]) * training["batch"] * (2 * task["n"] + 1)
+    flops = 72 * model["width"] ** 2 * model["layers"] * tokens * training["optimisation"]["steps"]
+    activations = 40 * 4 * tokens * model["width"] * model["layers"]
+    return {"mem_mb": 1000 + int(activations / 2**20), "runtime": max(5, int(3 * flops / 5e9 / 60) + 1)}

@@ -1,0 +1,107 @@
+"""chen2024 baselines and theory: closed forms, an independent reference (scipy), PtO = GD on
+rescaled features, Lasso optimality, and the sparse task's prior."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from iclrepro.baselines import regression
+from iclrepro.tasks import chen2024 as tasks
+from iclrepro.theory import chen2024 as theory
+
+
+def problem(n=12, d=6, prompts=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(prompts, n, d, generator=g, dtype=torch.float64)
+    y = torch.randn(prompts, n, generator=g, dtype=torch.float64)
+    return x, y
+
+
+def test_ridge_and_ols_match_scipy():
+    x, y = problem()
+    lam = 0.3
+    for b in range(x.shape[0]):
+        X, Y = x[b].numpy(), y[b].numpy()
+        augmented = np.vstack([X, np.sqrt(lam) * np.eye(X.shape[1])])
+        ridge = scipy.linalg.lstsq(augmented, np.concatenate([Y, np.zeros(X.shape[1])]))[0]
+        assert np.allclose(regression.ridge_weights(x, y, lam)[b].numpy(), ridge, atol=1e-10)
+        assert np.allclose(regression.ridge_weights(x, y, 0.0)[b].numpy(), scipy.linalg.lstsq(X, Y)[0], atol=1e-10)
+
+
+def test_min_norm_ols_when_n_below_d():
+    x, y = problem(n=3, d=6)
+    w = regression.ridge_weights(x, y, 0.0)
+    assert torch.allclose((x @ w.unsqueeze(-1)).squeeze(-1), y, atol=1e-10)
+    assert np.allclose(w[0].numpy(), scipy.linalg.lstsq(x[0].numpy(), y[0].numpy())[0], atol=1e-10)
+
+
+def test_gd_matches_its_closed_form():
+    x, y = problem()
+    eta, T = 0.3, 6
+    path = regression.gd_path(x, y, eta, T)
+    n, d = x.shape[-2:]
+    sigma_hat = x.transpose(-1, -2) @ x / n
+    step = torch.eye(d, dtype=x.dtype) - eta * sigma_hat
+    b = (x.transpose(-1, -2) @ y.unsqueeze(-1)) / n
+    closed = sum(eta * torch.linalg.matrix_power(step, k) @ b for k in range(T)).squeeze(-1)
+    assert torch.allclose(path[-1], closed, atol=1e-12)
+    assert torch.allclose(path[0], eta * b.squeeze(-1), atol=1e-12)   # one step = one linear-attention layer
+
+
+def test_gd_converges_to_ols():
+    x, y = problem(n=40, d=4)
+    assert torch.allclose(regression.gd_path(x, y, 0.5, 300)[-1], regression.ridge_weights(x, y, 0.0), atol=1e-8)
+
+
+def test_pto_is_gd_on_the_rescaled_features():
+    x, y = problem()
+    eta, T = 0.2, 5
+    r = (x.transpose(-1, -2) @ y.unsqueeze(-1)).squeeze(-1) / x.shape[-2]
+    scale = r / r.abs().amax(-1, keepdim=True)
+    w = regression.gd_path(x * scale.unsqueeze(-2), y, eta, T)        # GD on x~ = diag(r / max|r|) x
+    x_q = torch.randn(x.shape[0], x.shape[-1], dtype=x.dtype)
+    beta = regression.pto_path(x, y, eta, T)
+    assert torch.allclose((beta * x_q).sum(-1), (w * (x_q * scale)).sum(-1), atol=1e-12)
+
+
+def test_lasso_satisfies_its_optimality_conditions():
+    x, y = problem(n=30, d=6)
+    alpha = 0.1
+    w = regression.lasso_weights(x, y, alpha, 3000)
+    gradient = (x.transpose(-1, -2) @ ((x @ w.unsqueeze(-1)).squeeze(-1) - y).unsqueeze(-1)).squeeze(-1) / 30
+    active = w.abs() > 1e-8
+    assert torch.allclose(gradient[active], -alpha * w.sign()[active], atol=1e-6)
+    assert (gradient[~active].abs() <= alpha + 1e-6).all()
+    assert active.any() and (~active).any()
+
+
+def test_ols_risk_matches_the_inverse_wishart_mean():
+    task = tasks.Task(d=4, s=2, sigma=0.5, n=14)
+    data = tasks.sample(task, 20000, torch.Generator().manual_seed(1))
+    x, y = data["x"][:, :14].double(), data["y"][:, :14].double()
+    risk = ((regression.ridge_weights(x, y, 0.0) - data["w_star"].double()) ** 2).sum(-1).mean()
+    assert float(risk) == pytest.approx(float(theory.ols_excess_risk(4, 14, 0.5)), rel=0.05)
+    assert np.isnan(theory.ols_excess_risk(4, 5, 0.5))
+
+
+def test_the_correlation_statistic_has_the_stated_moments():
+    task = tasks.Task(d=3, s=3, sigma=0.5, n=10)
+    g = torch.Generator().manual_seed(2)
+    data = tasks.sample(task, 1, g)
+    w_star = data["w_star"][0].double()
+    x = torch.randn(40000, 10, 3, generator=g, dtype=torch.float64)
+    y = x @ w_star + 0.5 * torch.randn(40000, 10, generator=g, dtype=torch.float64)
+    r = regression.correlation(x, y)
+    mean, variance = theory.correlation_moments(w_star.numpy(), 0.5, 10)
+    assert np.allclose(r.mean(0).numpy(), mean, atol=0.02)
+    assert np.allclose(r.var(0).numpy(), variance, rtol=0.05)
+
+
+def test_task_vectors_are_s_sparse():
+    data = tasks.sample(tasks.Task(d=8, s=3, sigma=0.0, n=4), 500, torch.Generator().manual_seed(3))
+    assert ((data["w_star"] != 0).sum(-1) == 3).all()
+    assert torch.allclose(data["y"], tasks.clean(data))
+    assert float((data["w_star"] ** 2).sum(-1).mean()) == pytest.approx(3, rel=0.15)

@@ -1,0 +1,70 @@
+"""chen2024 analysis and claims on hand-made data: importance shares, pruning masks, and
+verdicts that fail when the data say so."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from iclrepro.evaluation import chen2024 as evaluation
+
+CFG = {"head_share_min": 0.2, "top_share_min": 0.6, "pruned_margin": 0.2, "single_over_pruned_min": 1.5, "d": 4}
+
+
+def test_shares_clip_and_normalise_within_layers():
+    full = torch.tensor([1.0])
+    masked = torch.tensor([[[2.0, 1.5, 0.5], [1.0, 1.0, 1.0]]])      # layer 2: no head matters
+    share = evaluation.shares(full, masked)
+    assert torch.allclose(share[0, 0], torch.tensor([2 / 3, 1 / 3, 0.0]))
+    assert torch.allclose(share[0, 1], torch.full((3,), 1 / 3))
+
+
+def test_pruning_keeps_layer_one_and_each_later_top_head():
+    share = torch.tensor([[[0.5, 0.5], [0.1, 0.9], [0.7, 0.3]]])
+    assert evaluation.pruning_mask(share).tolist() == [[[1, 1], [0, 1], [1, 0]]]
+
+
+def importance_frame(layer1, later):
+    rows = []
+    for layer, shares in ((1, layer1), (2, later)):
+        order = np.argsort(-np.asarray(shares))
+        for rank, head in enumerate(order):
+            rows.append({"seed": 0, "layer": layer, "head": head + 1, "share": shares[head], "rank": rank})
+    return pd.DataFrame(rows)
+
+
+def test_head_claims_pass_and_fail_with_the_data():
+    good = evaluation.claims_heads({"importance": importance_frame([0.5, 0.4, 0.1], [0.9, 0.05, 0.05])}, CFG)
+    bad = evaluation.claims_heads({"importance": importance_frame([0.9, 0.05, 0.05], [0.4, 0.3, 0.3])}, CFG)
+    assert [c.passed for c in good] == [True, True] and [c.passed for c in bad] == [False, False]
+
+
+def probe_frame(full, pruned, single):
+    return pd.DataFrame([{"L": 2, "sigma": 0.1, "layer": 2, "model": model, "seed": 0, "output_risk": risk}
+                         for model, risk in (("full", full), ("pruned", pruned), ("single-head", single))])
+
+
+def test_pruning_claims_pass_and_fail_with_the_data():
+    good = probe_frame(0.1, 0.11, 0.3)
+    assert all(c.passed for c in evaluation.claims_pruning({"prune_probe": good, "depth_noise": good}, CFG))
+    bad = probe_frame(0.1, 0.2, 0.25)
+    assert not any(c.passed for c in evaluation.claims_pruning({"prune_probe": bad, "depth_noise": bad}, CFG))
+
+
+def algorithm_frame(pto):
+    rows = [{"sigma": 0.1, "n": 2, "method": method, "source": "baseline", "excess_risk": risk}
+            for method, risk in (("PtO (tuned T)", pto), ("GD (tuned T)", 1.0), ("ridge", 0.8))]
+    return pd.DataFrame(rows)
+
+
+def test_pto_claims_compare_with_each_rival():
+    assert [c.passed for c in evaluation.claims_pto({"algorithms": algorithm_frame(0.5)}, CFG)] == [True, True]
+    assert [c.passed for c in evaluation.claims_pto({"algorithms": algorithm_frame(0.9)}, CFG)] == [True, False]
+
+
+def test_head_count_claim_uses_n_at_least_d():
+    frame = pd.DataFrame({"H": [1, 1, 4, 4], "n": [2, 4, 2, 4], "seed": 0, "excess_risk": [1.0, 0.5, 2.0, 0.4]})
+    assert evaluation.claim_heads({"risk_vs_n": frame}, CFG)[0].passed
+    frame.loc[3, "excess_risk"] = 0.6
+    assert not evaluation.claim_heads({"risk_vs_n": frame}, CFG)[0].passed

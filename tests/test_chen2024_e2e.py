@@ -1,0 +1,65 @@
+"""chen2024 end to end at the smoke scale, in a copy of the workflow: figures, claims, CLI, reruns."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from conftest import assert_figures_written, cli, planned_rules, smoke_plan, written_claims
+from iclrepro import store
+from iclrepro.papers.chen2024 import FIGURES
+
+pytestmark = pytest.mark.e2e
+
+PROBE_COLUMNS = {"L", "sigma", "n", "model", "seed", "layer", "probe_risk", "output_risk"}
+COLUMNS = {
+    "risk_vs_n": {"H", "seed", "n", "excess_risk"},
+    "importance": {"seed", "layer", "head", "risk", "risk_full", "importance", "share", "rank", "n"},
+    "prune_probe": PROBE_COLUMNS,
+    "depth_noise": PROBE_COLUMNS,
+    "algorithms": {"sigma", "n", "method", "source", "excess_risk", "eta", "T", "lam", "alpha"},
+}
+
+
+def test_every_figure_and_the_claims_are_written(workdir):
+    assert_figures_written(workdir, "chen2024", {name: COLUMNS[name] for name in FIGURES})
+    claims = written_claims(workdir, "chen2024")
+    assert len(claims) == 8 and set(claims["figure"]) == set(FIGURES)
+
+
+def test_tidy_data_records_models_and_tuned_baselines(workdir):
+    figures = workdir / "results" / "figures" / "chen2024"
+    probes = pd.read_parquet(figures / "depth_noise.parquet")
+    assert set(probes["model"]) == {"full", "pruned", "single-head"} and set(probes["sigma"]) == {0.1, 0.5}
+    algorithms = pd.read_parquet(figures / "algorithms.parquet")
+    ridge = algorithms[algorithms["method"] == "ridge"]
+    assert ridge["lam"].notna().all() and set(algorithms["source"]) == {"baseline", "trained", "theory"}
+    importance = pd.read_parquet(figures / "importance.parquet")
+    assert importance.groupby(["seed", "layer"])["share"].sum().round(6).eq(1).all()
+
+
+def test_cells_are_complete(workdir):
+    cells = smoke_plan(workdir, "chen2024").cells
+    assert len(cells) == 4
+    for node_id in cells:
+        cell = workdir / "results" / "cells" / node_id
+        assert sorted(p.name for p in cell.iterdir()) == sorted(store.CELL_FILES)
+
+
+def test_cli_lists_and_predicts(workdir, tmp_path):
+    listing = cli(workdir, "cells", "--scale", "smoke", "--papers", "chen2024")
+    assert "chen2024: 4 cells: 4 done" in listing.stderr and "L=2" in listing.stdout
+    node = next(iter(smoke_plan(workdir, "chen2024").cells.values()))
+    out = tmp_path / "predictions.parquet"
+    cli(workdir, "predict", f"results/cells/{node.id}", f"results/data/{node.spec['heldout']}.parquet", str(out))
+    predictions = pd.read_parquet(out)
+    assert list(predictions.columns) == ["prompt", "seed", "n", "prediction", "target"]
+    assert set(predictions["n"]) == set(range(node.spec["task"]["n"] + 1)) and set(predictions["seed"]) == {0, 1}
+
+
+def test_reruns_touch_only_what_changed(workdir):
+    assert planned_rules(workdir) == []
+    figure_code = workdir / "src" / "iclrepro" / "figures" / "chen2024.py"
+    figure_code.write_text(figure_code.read_text() + "\n# a plotting-only change\n")
+    rules = planned_rules(workdir)
+    assert rules.count("draw") == len(FIGURES) and not {"train", "tidy", "data", "theory"} & set(rules)

@@ -1,0 +1,98 @@
+"""chen2024 decoder: head masking, causal prompts without label leaks, seed ensembles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iclrepro.models import chen2024 as models
+from iclrepro.tasks import chen2024 as tasks
+from iclrepro.training import core
+
+SETTINGS = {"width": 16, "layers": 2, "heads": 4}
+
+
+def prompts(n=5, d=4, batch=8):
+    return tasks.sample(tasks.Task(d=d, s=2, sigma=0.1, n=n), batch, torch.Generator().manual_seed(0))
+
+
+def model(attention="softmax", seeds=2, **changes):
+    torch.manual_seed(0)
+    return models.build({**SETTINGS, "attention": attention, **changes}, 4, 6, seeds)
+
+
+def head_value_columns(block: models.Block, head: int) -> slice:
+    """Columns of the qkv weight that make head `head`'s values."""
+    width, size = block.s.width, block.s.width // block.s.heads
+    return slice(2 * width + head * size, 2 * width + (head + 1) * size)
+
+
+@pytest.mark.parametrize("attention", models.ATTENTIONS)
+def test_a_masked_head_contributes_nothing(attention):
+    net, data = model(attention), prompts()
+    z = models.tokens(data["x"], data["y"])
+    block = net.blocks[1]
+    net.head_mask[:, 1, 2] = 0.0
+    with torch.no_grad():
+        before = net(z)
+        block.qkv.weight[:, :, head_value_columns(block, 2)] += 5.0   # only the masked head's values change
+        assert torch.equal(net(z), before)  # exactly: the head's output is multiplied by 0
+        net.head_mask.fill_(1.0)
+        assert (net(z) - before).abs().max() > 1e-5  # unmasked, the change shows
+
+
+def test_masks_are_per_seed():
+    net, data = model(), prompts()
+    z = models.tokens(data["x"], data["y"])
+    with torch.no_grad():
+        full = net(z)
+        net.head_mask[1, 0] = 0.0
+        masked = net(z)
+    assert torch.equal(masked[0], full[0]) and not torch.allclose(masked[1], full[1])
+
+
+@pytest.mark.parametrize("attention", models.ATTENTIONS)
+def test_prediction_k_sees_only_the_examples_before_it(attention):
+    net, data = model(attention), prompts()
+    k = 3
+    changed = {key: value.clone() for key, value in data.items()}
+    changed["y"][:, k:] += 10.0          # the label of point k and everything after it
+    changed["x"][:, k + 1:] += 10.0      # later inputs
+    with torch.no_grad():
+        a = net(models.tokens(data["x"], data["y"]))
+        b = net(models.tokens(changed["x"], changed["y"]))
+    assert torch.allclose(a[..., :k + 1], b[..., :k + 1], atol=1e-5)
+    assert not torch.allclose(a[..., k + 1:], b[..., k + 1:], atol=1e-3)
+
+
+def test_tokens_interleave_queries_and_examples():
+    x, y = torch.arange(6.0).reshape(1, 3, 2), torch.tensor([[7.0, 8.0, 9.0]])
+    z = models.tokens(x, y)[0]
+    assert z.shape == (5, 4)
+    assert z[0].tolist() == [0, 1, 0, 0] and z[1].tolist() == [0, 1, 7, 1] and z[4].tolist() == [4, 5, 0, 0]
+
+
+def test_linear_attention_is_the_mean_of_score_weighted_values():
+    net = model("linear", seeds=1, heads=1, mlp=False, layernorm=False)
+    block, h = net.blocks[0], torch.randn(1, 2, 5, 16)
+    q, k, v = block.qkv(h).split(16, dim=-1)
+    expected = torch.stack([(q[..., t:t + 1, :] @ k[..., :t + 1, :].transpose(-1, -2) @ v[..., :t + 1, :])[..., 0, :]
+                            / (t + 1) for t in range(5)], dim=-2)
+    got = block.heads(h)[:, :, 0]
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_ensemble_slice_equals_the_single_model():
+    factory = lambda seeds: models.build(SETTINGS, 4, 6, seeds)  # noqa: E731
+    ensemble = core.init_ensemble(factory, [0, 7])
+    single = core.init_ensemble(factory, [7])
+    z = models.tokens(*(prompts()[key] for key in ("x", "y")))
+    with torch.no_grad():
+        assert torch.allclose(ensemble(z)[1], single(z)[0], atol=1e-6)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="multiple of heads"):
+        models.Settings(d=4, points=5, width=10, layers=2, heads=4)
+    with pytest.raises(ValueError, match="unknown attention"):
+        models.Settings(d=4, points=5, width=8, layers=2, heads=4, attention="cosine")

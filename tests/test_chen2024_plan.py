@@ -1,0 +1,67 @@
+"""chen2024 config and plan: every scale plans, shared cells are trained once, mistakes name the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from conftest import plan_paper
+from iclrepro import config, plan
+from iclrepro.papers import chen2024 as planner
+
+
+def planned(raw, schema, scale="quick", edit=lambda block: None):
+    return plan_paper(raw, schema, "chen2024", scale, edit)
+
+
+@pytest.mark.parametrize("scale", config.SCALES)
+def test_every_scale_plans_every_figure_and_the_claims(raw, schema, scale):
+    built = planned(raw, schema, scale)
+    assert sorted(built.nodes["draw"]) == sorted(f"chen2024/{name}" for name in planner.FIGURES)
+    assert list(built.nodes["claims"]) == ["chen2024/chen2024"]
+
+
+def test_quick_cells_are_shared_between_figures(raw, schema):
+    built = planned(raw, schema)
+    # H in {1, 4} at (L = 3, sigma = 0.1), plus H in {1, 4} at (3, 0.5): the main pair is shared
+    assert len(built.cells) == 4
+    heads = sorted((c.spec["model"]["layers"], c.spec["task"]["sigma"], c.spec["model"]["heads"])
+                   for c in built.cells.values())
+    assert heads == [(3, 0.1, 1), (3, 0.1, 4), (3, 0.5, 1), (3, 0.5, 4)]
+    purposes = sorted(node.spec["purpose"] for node in built.nodes["data"].values())
+    assert purposes.count("tune") == 3 and purposes.count("probe") == 2
+
+
+def test_paper_scale_runs_on_the_configured_accelerator(raw, schema):
+    changed = copy.deepcopy(raw)
+    built = plan.build(config.check_and_resolve(dict(changed, scale="paper", papers=["chen2024"],
+                                                     accelerator="cuda"), schema))
+    assert {cell.spec["device"] for cell in built.cells.values()} == {"cuda"}
+    assert {cell.spec["model"]["attention"] for cell in built.cells.values()} == {"softmax"}
+
+
+@pytest.mark.parametrize("key, edit, message", [
+    ("s", lambda b: b.update(s=b["d"] + 1), "exceeds d"),
+    ("analysis_n", lambda b: b.update(analysis_n=b["n"] + 1), "exceeds the prompts"),
+    ("heads", lambda b: b.update(heads=[2, 4]), "must hold 1"),
+    ("heads", lambda b: b.update(heads=[1, 3]), "do not divide"),
+    ("figures.algorithms.n", lambda b: b["figures"]["algorithms"].update(n=[4, 400]), "exceed"),
+    ("model.layers", lambda b: b["model"].update(layers=1), "at least 2 layers"),
+])
+def test_plan_errors_name_the_key(raw, schema, key, edit, message):
+    with pytest.raises(plan.PlanError, match=f"config chen2024.{key}: .*{message}"):
+        planned(raw, schema, "paper", edit)
+
+
+def test_schema_rejects_unknown_keys_and_values(raw, schema):
+    with pytest.raises(config.ConfigError, match="chen2024.model"):
+        planned(raw, schema, edit=lambda b: b["model"].update(attention="cosine"))
+    with pytest.raises(config.ConfigError, match="chen2024"):
+        planned(raw, schema, edit=lambda b: b.update(typo=1))
+
+
+def test_cells_describe_and_size_themselves(raw, schema):
+    cell = next(iter(planned(raw, schema, "paper").cells.values()))
+    assert "L=" in planner.describe(cell.spec) and "steps=200000" in planner.describe(cell.spec)
+    assert planner.resources(cell.spec)["runtime"] > 60
