@@ -48,4 +48,15 @@ REGISTRY: dict[str, PaperStages] = {
         draw="iclrepro.figures.zhang2026:draw",
         claims="iclrepro.evaluation.zhang2026:claims",
     ),
+    "fu2023": PaperStages(
+        planner="iclrepro.papers.fu2023",
+        data="iclrepro.tasks.fu2023:write_set",
+        train="iclrepro.training.fu2023:train_cell",
+        objective="iclrepro.training.fu2023:RidgeFit",
+        predict="iclrepro.evaluation.fu2023:predict",
+        theory="iclrepro.theory.fu2023:write",
+        tidy="iclrepro.evaluation.fu2023:tidy",
+        draw="iclrepro.figures.fu2023:draw",
+        claims="iclrepro.evaluation.fu2023:claims",
+    ),
 }
