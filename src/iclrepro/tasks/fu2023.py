@@ -99,4 +99,5 @@ def read_set(path, content: str | None = None) -> tuple[dict, dict[str, torch.Te
     x = table.column("x").combine_chunks().values.to_numpy(zero_copy_only=False)
     columns = {"x": x.reshape(table.num_rows, spec["N"] + 1, spec["d"])}
     columns.update({name: table.column(name).to_numpy() for name in ("f", "y")})
-    return spec, {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in columns.items()}
+    # np.array copies: torch warns on the read-only buffers Arrow hands out
+    return spec, {name: torch.from_numpy(np.array(value)) for name, value in columns.items()}
