@@ -63,3 +63,39 @@ def copy_run(run: Path, target: Path) -> Path:
     """A copy of a finished run (workflow, results and Snakemake's records, mtimes kept)."""
     shutil.copytree(run, target, symlinks=True)
     return target
+
+
+@pytest.fixture(scope="module")
+def raw(root) -> dict:
+    """The repository's config.yaml as read, before validation."""
+    import yaml
+
+    return yaml.safe_load((root / "config.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def schema(root) -> dict:
+    from iclrepro import config
+
+    return config.load_schema(root)
+
+
+def check_figures_and_claims(workdir: Path, paper: str, columns: dict[str, set], claims: int):
+    """Every figure of `paper` written (png, pdf, tidy parquet with `columns`, provenance) and
+    its `claims` claims in the claims parquet and table; returns the claims."""
+    import pandas as pd
+
+    from iclrepro.evaluation.claims import SCHEMA
+
+    figures = workdir / "results" / "figures" / paper
+    for name, expected in columns.items():
+        for ext in ("png", "pdf", "parquet", "json"):
+            assert (figures / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
+        tidy = pd.read_parquet(figures / f"{name}.parquet")
+        assert expected <= set(tidy.columns), (name, expected - set(tidy.columns))
+    found = pd.read_parquet(workdir / "results" / "claims" / f"{paper}.parquet")
+    assert list(found.columns) == SCHEMA.names and found["passed"].dtype == bool
+    assert len(found) == claims and set(found["figure"]) == set(columns)
+    table = (workdir / "results" / "claims.md").read_text()
+    assert all(claim_id in table for claim_id in found["claim_id"])
+    return found

@@ -7,9 +7,8 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import SMOKE, cli, copy_run, snakemake
+from conftest import SMOKE, check_figures_and_claims, cli, copy_run, snakemake
 from iclrepro import config, plan
-from iclrepro.evaluation.claims import SCHEMA as CLAIM_SCHEMA
 from iclrepro.papers.fu2023 import FIGURES
 
 pytestmark = pytest.mark.e2e
@@ -29,17 +28,7 @@ def workdir(smoke_run, tmp_path_factory):
 
 
 def test_every_figure_and_the_claims_are_written(workdir):
-    figures = workdir / "results" / "figures" / "fu2023"
-    for name in FIGURES:
-        for ext in ("png", "pdf", "parquet", "json"):
-            assert (figures / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
-        tidy = pd.read_parquet(figures / f"{name}.parquet")
-        assert COLUMNS[name] <= set(tidy.columns), (name, COLUMNS[name] - set(tidy.columns))
-    claims = pd.read_parquet(workdir / "results" / "claims" / "fu2023.parquet")
-    assert list(claims.columns) == CLAIM_SCHEMA.names and claims["passed"].dtype == bool
-    assert len(claims) == 6 and set(claims["figure"]) == set(FIGURES)
-    table = (workdir / "results" / "claims.md").read_text()
-    assert all(claim_id in table for claim_id in claims["claim_id"])
+    check_figures_and_claims(workdir, "fu2023", COLUMNS, claims=6)
 
 
 def test_tidy_data_pairs_the_models(workdir):

@@ -68,6 +68,15 @@ def make(stage: str, paper: str, spec: dict, name: str | None = None,
     return Node(stage, paper, spec, name, tuple(inputs), node_id, source)
 
 
+def figures_and_claims(paper: str, tidy: dict[str, Node], claims: dict) -> list[Node]:
+    """A drawing per tidy node (named like it, of its `kind`) and the paper's claims node over
+    all of them: the top of a paper's plan once its figures' tidy nodes are made."""
+    draws = [make("draw", paper, {"figure": name, "kind": node.spec["kind"]}, name=name, inputs=(node,))
+             for name, node in tidy.items()]
+    spec = {"claims": claims, "figures": sorted(tidy)}
+    return draws + [make("claims", paper, spec, name=paper, inputs=tuple(tidy.values()))]
+
+
 CONTENT_ADDRESSED = ("data", "train")   # stored under their id, recorded in results/index
 NEEDS_RESULTS = ("tidy", "claims")      # stage functions that read other nodes' outputs
 

@@ -112,11 +112,7 @@ class Planner:
     def nodes(self) -> list[plan.Node]:
         tidy = {figure: self.curves(figure) for figure in ("A", "B", "C")}
         tidy["D"] = self.kernel_limit()
-        draws = [plan.make("draw", PAPER, {"figure": name, "kind": node.spec["kind"]}, name=name, inputs=(node,))
-                 for name, node in tidy.items()]
-        claims_spec = {"claims": self.block["claims"], "figures": sorted(tidy)}
-        claims = plan.make("claims", PAPER, claims_spec, name=PAPER, inputs=tuple(tidy.values()))
-        return draws + [claims]
+        return plan.figures_and_claims(PAPER, tidy, self.block["claims"])
 
 
 def nodes(config: dict) -> list[plan.Node]:
