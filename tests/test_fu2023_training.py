@@ -24,7 +24,8 @@ def cell_spec(kind: str, target: str = "key_poly_2", n: int = 400) -> dict:
     model = {"kind": kind, "K": 200} if kind == "rfmlp" else \
         {"kind": kind, "M": 40, "weight_std": 0.5, "bias_scale": 2.0 if kind == "brfa" else 0.0}
     return {"paper": "fu2023", "d": 4, "N": 4, "target": target, "n": n, "model": model, "seeds": [0, 1],
-            "test": "t" * 16, "train": ["a" * 16, "b" * 16], "fitting": FITTING}
+            "test": "t" * 16, "train": ["a" * 16, "b" * 16], "fitting": FITTING,
+            "training": {"optimisation": {"steps": 1, "optimizer": "closed_form"}}}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def test_rfmlp_is_worse_than_rfa_on_a_query_key_target():
     target = tasks.Target.parse("qk_poly_1")
     for kind in ("rfa", "rfmlp"):
         objective = training.RidgeFit(cell_spec(kind, "qk_poly_1"), torch.device("cpu"))
-        core.fit(objective, core.Optimisation(steps=1, optimizer="closed_form"), "test", 2)
+        core.fit(objective, core.Optimisation(**objective.spec["training"]["optimisation"]), "test", 2)
         _, nmse = training.test_error(objective.model, {"x": x_test, "f": tasks.target_values(target, x_test)})
         found[kind] = nmse.mean()
     assert found["rfa"] < 0.5 * found["rfmlp"], found

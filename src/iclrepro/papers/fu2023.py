@@ -76,7 +76,9 @@ class Planner:
         test, train = self.test_set(target), self.training_sets(target, n)
         spec = {"paper": PAPER, "d": self.block["d"], "N": self.block["N"], "target": target, "n": n,
                 "model": model, "seeds": list(range(self.block["reps"])), "test": test.id,
-                "train": [node.id for node in train], "fitting": self.block["fitting"]}
+                "train": [node.id for node in train], "fitting": self.block["fitting"],
+                # one closed-form step (training.fu2023), stated like the other papers' optimisation
+                "training": {"optimisation": {"steps": 1, "optimizer": "closed_form"}}}
         return plan.make("train", PAPER, spec, inputs=(test, *train))
 
     def references(self) -> plan.Node:

@@ -83,7 +83,7 @@ def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads:
     training_sets = [tasks.read_set(path, content=data_id)[1] for path, data_id in zip(data[1:], spec["train"],
                                                                                          strict=True)]
     objective = RidgeFit(spec, torch.device("cpu"), training_sets)
-    optimisation = core.Optimisation(steps=1, optimizer="closed_form")
+    optimisation = core.Optimisation(**spec["training"]["optimisation"])
     # one solve: nothing to checkpoint (checkpoint_minutes is part of the common signature)
     fitted = core.fit(objective, optimisation, cell_id, len(spec["seeds"]))
     core.write_cell(out_dir, cell_id, spec, objective.model, fitted,
