@@ -66,3 +66,9 @@ def test_plan_errors_name_the_key(raw, schema, edit, message):
 def test_schema_errors_name_the_key(raw, schema, edit, message):
     with pytest.raises(config.ConfigError, match=message):
         planned(raw, schema, edit=edit)
+
+
+def test_the_memory_estimate_uses_the_ridge_block_size():
+    from iclrepro.baselines import ridge
+
+    assert planner.RIDGE_BLOCK_ROWS == ridge.BLOCK_ROWS

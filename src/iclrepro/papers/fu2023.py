@@ -18,11 +18,16 @@ FIGURES = ("A", "B", "C", "D")
 MODELS = ("rfa", "brfa", "rfmlp")
 
 
+RIDGE_BLOCK_ROWS = 4096  # baselines.ridge.BLOCK_ROWS (not imported: planning stays torch-free)
+
+
 def peak_bytes(n: int, D: int) -> int:
-    """Largest memory of one seed's fit: float32 features (n, D), and the float64 Gram matrix of
-    the smaller side, its eigenvectors and LAPACK's divide-and-conquer workspace (about two
-    more such matrices) in the eigendecomposition (baselines/ridge.py)."""
-    return 4 * n * D + 4 * 8 * min(n, D) ** 2
+    """Largest memory of one seed's fit (baselines/ridge.py), an upper bound: float32 features
+    (n, D) twice (the chunks and their concatenation), two row blocks of them in float64 for
+    the Gram product, and the float64 Gram matrix of the smaller side, its eigenvectors and
+    LAPACK's divide-and-conquer workspace (about two more such matrices)."""
+    block = min(n, RIDGE_BLOCK_ROWS)
+    return 8 * n * D + 2 * 8 * block * D + 4 * 8 * min(n, D) ** 2
 
 
 class Planner:

@@ -7,7 +7,9 @@ module as the gradient-trained papers: `draw()` hands over each seed's training 
 `validation_fraction` of the rows, refits on all rows and loads the values. Seed s of a
 cell uses training set s of the cell's data and random weights drawn from the seed's
 "features" stream, so RFA and BRFA cells with the same seeds share G_m (spec §4) and
-every model of a (target, n) sees the same training sets.
+every model of a (target, n) sees the same training sets. Fits run on the CPU whatever the
+config's accelerator says (the `device` argument is the objective interface's): a fit is
+one float64 eigendecomposition per seed, not a loop of small steps.
 """
 
 from __future__ import annotations
