@@ -99,3 +99,21 @@ def check_figures_and_claims(workdir: Path, paper: str, columns: dict[str, set],
     table = (workdir / "results" / "claims.md").read_text()
     assert all(claim_id in table for claim_id in found["claim_id"])
     return found
+
+
+def plan_paper(raw: dict, schema: dict, paper: str, scale: str = "quick", edit=lambda block: None):
+    """The plan of one paper at `scale`, after `edit` changed a copy of its config block."""
+    import copy
+
+    from iclrepro import config, plan
+
+    changed = copy.deepcopy(raw)
+    edit(changed[paper])
+    return plan.build(config.check_and_resolve(dict(changed, scale=scale, papers=[paper]), schema))
+
+
+def smoke_plan(workdir: Path, paper: str):
+    """The smoke-scale plan of one paper in a workflow copy."""
+    from iclrepro import config, plan
+
+    return plan.build(config.load(workdir / "config.yaml", {"scale": "smoke", "papers": paper}, workdir))

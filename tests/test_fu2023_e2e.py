@@ -7,8 +7,7 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import SMOKE, check_figures_and_claims, cli, copy_run, snakemake
-from iclrepro import config, plan
+from conftest import SMOKE, check_figures_and_claims, cli, copy_run, smoke_plan, snakemake
 from iclrepro.papers.fu2023 import FIGURES
 
 pytestmark = pytest.mark.e2e
@@ -16,10 +15,6 @@ pytestmark = pytest.mark.e2e
 CURVES = {"target", "model", "n", "seed", "nmse", "test_mse", "lambda", "part", "samples", "slope"}
 COLUMNS = {"A": CURVES, "B": CURVES, "C": CURVES,
            "D": {"M", "seed", "nmse", "gram_error", "source", "target", "n"}}
-
-
-def smoke_plan(workdir) -> plan.Plan:
-    return plan.build(config.load(workdir / "config.yaml", {"scale": "smoke", "papers": "fu2023"}, workdir))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +37,7 @@ def test_tidy_data_pairs_the_models(workdir):
 
 
 def test_cli_lists_and_predicts(workdir, tmp_path):
-    cells = smoke_plan(workdir).cells
+    cells = smoke_plan(workdir, "fu2023").cells
     listing = cli(workdir, "cells", "--scale", "smoke", "--papers", "fu2023")
     assert f"fu2023: {len(cells)} cells: {len(cells)} done" in listing.stderr and "rfmlp K=32" in listing.stdout
     node = next(n for n in cells.values() if n.spec["model"]["kind"] == "rfa")

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 
+from conftest import plan_paper
 from iclrepro import config, plan
 from iclrepro.papers import fu2023 as planner
 
 
 def planned(raw, schema, scale="quick", edit=lambda block: None):
-    changed = copy.deepcopy(raw)
-    edit(changed["fu2023"])
-    return plan.build(config.check_and_resolve(dict(changed, scale=scale, papers=["fu2023"]), schema))
+    return plan_paper(raw, schema, "fu2023", scale, edit)
 
 
 @pytest.mark.parametrize("scale", config.SCALES)
