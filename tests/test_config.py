@@ -5,19 +5,8 @@ from __future__ import annotations
 import copy
 
 import pytest
-import yaml
 
 from iclrepro import config, plan
-
-
-@pytest.fixture(scope="module")
-def raw(root):
-    return yaml.safe_load((root / "config.yaml").read_text())
-
-
-@pytest.fixture(scope="module")
-def schema(root):
-    return config.load_schema(root)
 
 
 def check(raw, schema, edit):

@@ -7,7 +7,7 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import SMOKE, check_figures_and_claims, cli, copy_run, smoke_plan, snakemake
+from conftest import SMOKE, assert_figures_written, cli, smoke_plan, snakemake, written_claims
 from iclrepro.papers.fu2023 import FIGURES
 
 pytestmark = pytest.mark.e2e
@@ -17,13 +17,10 @@ COLUMNS = {"A": CURVES, "B": CURVES, "C": CURVES,
            "D": {"M", "seed", "nmse", "gram_error", "source", "target", "n"}}
 
 
-@pytest.fixture(scope="module")
-def workdir(smoke_run, tmp_path_factory):
-    return copy_run(smoke_run, tmp_path_factory.mktemp("fu2023") / "run")
-
-
 def test_every_figure_and_the_claims_are_written(workdir):
-    check_figures_and_claims(workdir, "fu2023", COLUMNS, claims=6)
+    assert_figures_written(workdir, "fu2023", COLUMNS)
+    claims = written_claims(workdir, "fu2023")
+    assert len(claims) == 6 and set(claims["figure"]) == set(FIGURES)
 
 
 def test_tidy_data_pairs_the_models(workdir):

@@ -1,8 +1,11 @@
-"""Cell status as `iclrepro cells` reports it."""
+"""Cell status as `iclrepro cells` reports it; comparing two runs' results."""
 
 from __future__ import annotations
 
 import os
+import shutil
+
+import pandas as pd
 
 from iclrepro import integrity, store
 
@@ -20,3 +23,18 @@ def test_cell_status_from_files_and_log(tmp_path):
     os.makedirs(layout.cell_dir("a" * 16))
     open(layout.cell("a" * 16), "w").close()
     assert integrity.cell_status(layout, "a" * 16, log) == "done"
+
+
+def test_result_differences_names_changed_and_missing_results(tmp_path):
+    expected, found = tmp_path / "expected", tmp_path / "found"
+    for name, frame in (("cells/a/metrics.parquet", pd.DataFrame({"mse": [0.5, 0.25]})),
+                        ("claims/p.parquet", pd.DataFrame({"claim_id": ["c"], "verdict": ["passes"]}))):
+        (expected / name).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(expected / name)
+    shutil.copytree(expected, found)
+    assert integrity.result_differences(expected, found) == []
+    pd.DataFrame({"mse": [0.5, 0.25 + 1e-12]}).to_parquet(found / "cells/a/metrics.parquet")
+    (found / "claims/p.parquet").unlink()
+    assert integrity.result_differences(expected, found) == [
+        f"{found}/cells/a/metrics.parquet: differs from {expected}/cells/a/metrics.parquet",
+        f"{found}/claims/p.parquet: missing"]

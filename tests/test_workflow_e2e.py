@@ -17,8 +17,8 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from conftest import SMOKE, cli, copy_run, snakemake
-from iclrepro import config, plan, store
+from conftest import SMOKE, assert_figures_written, cli, smoke_plan, snakemake, written_claims
+from iclrepro import store
 
 pytestmark = pytest.mark.e2e
 
@@ -36,25 +36,9 @@ def counts(jobs) -> Counter:
     return Counter(rule for rule, _ in jobs)
 
 
-def smoke_plan(workdir) -> plan.Plan:
-    return plan.build(config.load(workdir / "config.yaml", {"scale": "smoke", "papers": "cui2024"}, workdir))
-
-
-@pytest.fixture(scope="module")
-def workdir(smoke_run, tmp_path_factory):
-    return copy_run(smoke_run, tmp_path_factory.mktemp("e2e") / "run")
-
-
 def test_every_figure_and_claim_file_is_written(workdir):
-    figures = workdir / "results" / "figures" / "cui2024"
-    for name in FIGURES:
-        for ext in ("png", "pdf", "parquet", "json"):
-            assert (figures / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
-    claims = pd.read_parquet(workdir / "results" / "claims" / "cui2024.parquet")
-    assert list(claims.columns) == ["paper", "claim_id", "figure", "statement", "measured", "expected", "passed"]
-    assert len(claims) >= 8 and claims["passed"].dtype == bool
-    table = (workdir / "results" / "claims.md").read_text()
-    assert all(claim_id in table for claim_id in claims["claim_id"])
+    assert_figures_written(workdir, "cui2024", FIGURES)
+    assert len(written_claims(workdir, "cui2024")) >= 8
 
 
 def test_tidy_data_has_trained_theory_and_baseline_rows(workdir):
@@ -65,7 +49,7 @@ def test_tidy_data_has_trained_theory_and_baseline_rows(workdir):
 
 
 def test_cells_are_complete_and_readable(workdir):
-    for node_id in smoke_plan(workdir).cells:
+    for node_id in smoke_plan(workdir, "cui2024").cells:
         cell = workdir / "results" / "cells" / node_id
         assert sorted(p.name for p in cell.iterdir()) == sorted(store.CELL_FILES)
 
@@ -73,12 +57,12 @@ def test_cells_are_complete_and_readable(workdir):
 def test_cli_lists_cells_as_done(workdir):
     listing = cli(workdir, "cells", "--scale", "smoke", "--papers", "cui2024")
     rows = [line.split("\t") for line in listing.stdout.splitlines()]
-    assert len(rows) == len(smoke_plan(workdir).cells) and all(row[3] == "done" for row in rows)
+    assert len(rows) == len(smoke_plan(workdir, "cui2024").cells) and all(row[3] == "done" for row in rows)
     assert "cui2024: 24 cells: 24 done, 0 running, 0 failed, 0 interrupted, 0 pending" in listing.stderr
 
 
 def test_cli_predict_gives_one_column_per_seed(workdir, tmp_path):
-    node = next(iter(smoke_plan(workdir).cells.values()))
+    node = next(iter(smoke_plan(workdir, "cui2024").cells.values()))
     prompts = workdir / "results" / "data" / f"{node.spec['test']}.parquet"
     out = tmp_path / "predictions.parquet"
     cli(workdir, "predict", f"results/cells/{node.id}", str(prompts), str(out))
@@ -88,7 +72,7 @@ def test_cli_predict_gives_one_column_per_seed(workdir, tmp_path):
 
 
 def test_every_figure_has_its_provenance(workdir):
-    planned = smoke_plan(workdir)
+    planned = smoke_plan(workdir, "cui2024")
     for draw in planned.nodes["draw"].values():
         record = json.loads((workdir / "results" / "figures" / "cui2024" / f"{draw.name}.json").read_text())
         expected = sorted({cell.id for tidy in draw.inputs for cell in tidy.inputs if cell.stage == "train"})
@@ -112,11 +96,11 @@ def test_reruns_touch_only_what_changed(workdir):
     assert planned_jobs(workdir) == []
 
     # (b) one scenario's value: only its cells, its data and theory, and what depends on them
-    before = smoke_plan(workdir)
+    before = smoke_plan(workdir, "cui2024")
     config_file = workdir / "config.yaml"
     original = config_file.read_text()
     config_file.write_text(original.replace(NOISY, NOISY.replace("0.5}", "0.4}")))
-    after = smoke_plan(workdir)
+    after = smoke_plan(workdir, "cui2024")
     new_cells = set(after.cells) - set(before.cells)
     assert new_cells and all(after.cells[i].spec["scenario"]["sigma2"] == 0.4 for i in new_cells)
     jobs = planned_jobs(workdir)

@@ -7,9 +7,8 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import SMOKE, cli, copy_run, snakemake
-from iclrepro import config, plan, store
-from iclrepro.evaluation.claims import SCHEMA as CLAIM_SCHEMA
+from conftest import SMOKE, assert_figures_written, cli, smoke_plan, snakemake, written_claims
+from iclrepro import store
 from iclrepro.papers.zhang2026 import FIGURES
 
 pytestmark = pytest.mark.e2e
@@ -28,31 +27,14 @@ COLUMNS = {
 }
 
 
-def smoke_plan(workdir) -> plan.Plan:
-    return plan.build(config.load(workdir / "config.yaml", {"scale": "smoke", "papers": "zhang2026"}, workdir))
-
-
 def planned_rules(workdir) -> list[str]:
     return re.findall(r"^rule (\w+):", snakemake(workdir, "-n", *SMOKE).stdout, flags=re.M)
 
 
-@pytest.fixture(scope="module")
-def workdir(smoke_run, tmp_path_factory):
-    return copy_run(smoke_run, tmp_path_factory.mktemp("zhang2026") / "run")
-
-
 def test_every_figure_and_the_claims_are_written(workdir):
-    figures = workdir / "results" / "figures" / "zhang2026"
-    for name in FIGURES:
-        for ext in ("png", "pdf", "parquet", "json"):
-            assert (figures / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext}"
-        tidy = pd.read_parquet(figures / f"{name}.parquet")
-        assert COLUMNS[name] <= set(tidy.columns), (name, COLUMNS[name] - set(tidy.columns))
-    claims = pd.read_parquet(workdir / "results" / "claims" / "zhang2026.parquet")
-    assert list(claims.columns) == CLAIM_SCHEMA.names and claims["passed"].dtype == bool
+    assert_figures_written(workdir, "zhang2026", {name: COLUMNS[name] for name in FIGURES})
+    claims = written_claims(workdir, "zhang2026")
     assert len(claims) == 10 and set(claims["figure"]) == set(FIGURES)
-    table = (workdir / "results" / "claims.md").read_text()
-    assert all(claim_id in table for claim_id in claims["claim_id"])
 
 
 def test_tidy_data_compares_the_model_with_ngd(workdir):
@@ -65,7 +47,7 @@ def test_tidy_data_compares_the_model_with_ngd(workdir):
 
 
 def test_cells_are_complete_with_their_snapshots(workdir):
-    cells = smoke_plan(workdir).cells
+    cells = smoke_plan(workdir, "zhang2026").cells
     assert len(cells) == 3
     for node_id, node in cells.items():
         cell = workdir / "results" / "cells" / node_id
@@ -77,7 +59,7 @@ def test_cells_are_complete_with_their_snapshots(workdir):
 def test_cli_lists_and_predicts(workdir, tmp_path):
     listing = cli(workdir, "cells", "--scale", "smoke", "--papers", "zhang2026")
     assert "zhang2026: 3 cells: 3 done" in listing.stderr and "Q, V blocks" in listing.stdout
-    node = next(n for n in smoke_plan(workdir).cells.values() if not n.spec["model"]["full_blocks"])
+    node = next(n for n in smoke_plan(workdir, "zhang2026").cells.values() if not n.spec["model"]["full_blocks"])
     out = tmp_path / "predictions.parquet"
     cli(workdir, "predict", f"results/cells/{node.id}", f"results/data/{node.spec['heldout']}.parquet", str(out))
     predictions = pd.read_parquet(out)

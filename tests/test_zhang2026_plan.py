@@ -5,20 +5,9 @@ from __future__ import annotations
 import copy
 
 import pytest
-import yaml
 
 from iclrepro import config, plan
 from iclrepro.papers import zhang2026 as planner
-
-
-@pytest.fixture(scope="module")
-def raw(root):
-    return yaml.safe_load((root / "config.yaml").read_text())
-
-
-@pytest.fixture(scope="module")
-def schema(root):
-    return config.load_schema(root)
 
 
 def nested(block: dict, keys) -> dict:

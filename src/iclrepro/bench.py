@@ -6,7 +6,9 @@
 * steps_per_s: per paper, the largest quick-scale cell's model through the Lightning path;
 * dryrun_s_10k_cells: parse + `snakemake -n` of a synthetic 10,000-cell config;
 * peak_rss_mb: per rule kind, from the Snakemake benchmark records of the last run;
-* with --pipeline: the quick pipeline from scratch with 2 cores and with 1 core.
+* with --pipeline: the quick pipeline from scratch with 2 cores and with 1 core;
+* with --kills N: the smoke pipeline SIGKILLed N times at random moments, each time
+  resumed and compared, bitwise, with an uninterrupted run (results lost or corrupted).
 Timings take the best of a few repeats: the machine may be shared.
 """
 
@@ -18,7 +20,9 @@ import importlib
 import json
 import os
 import platform
+import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from iclrepro import config, plan
+from iclrepro import config, integrity, plan
 from iclrepro.papers import REGISTRY
 from iclrepro.training import core
 
@@ -113,6 +117,19 @@ def steps_per_s(workdir: Path) -> dict[str, float]:
     return found
 
 
+def copy_workflow(workdir: Path, target: Path) -> Path:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW:
+        source = workdir / name
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, target / name)
+    return target
+
+
+def snakemake(workdir: Path, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "snakemake", "--quiet", *args], cwd=workdir, check=True,
+                   capture_output=True)
+
+
 def synthetic_config(raw: dict, cells: int) -> dict:
     """The cui2024 block with enough noisy scenarios x D values in F3 for `cells` cells."""
     block = copy.deepcopy(raw["cui2024"])
@@ -125,16 +142,12 @@ def synthetic_config(raw: dict, cells: int) -> dict:
 
 def dryrun_seconds(workdir: Path, cells: int = 10_000) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp)
-        for name in WORKFLOW:
-            source = workdir / name
-            (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy / name)
+        copy = copy_workflow(workdir, Path(tmp))
         raw = synthetic_config(config.read(workdir / "config.yaml"), cells)
         (copy / "config.yaml").write_text(json.dumps(raw))
         planned = len(plan.build(config.load(copy / "config.yaml", workdir=copy)).cells)
-        command = [sys.executable, "-m", "snakemake", "-n", "--quiet", "all", "--cores", "2"]
         start = time.perf_counter()
-        subprocess.run(command, cwd=copy, check=True, capture_output=True)
+        snakemake(copy, "-n", "all", "--cores", "2")
         return time.perf_counter() - start, planned
 
 
@@ -157,18 +170,48 @@ def pipeline_seconds(workdir: Path) -> dict[str, float]:
     found = {}
     for cores in (2, 1):
         with tempfile.TemporaryDirectory() as tmp:
-            for name in WORKFLOW:
-                source = workdir / name
-                (shutil.copytree if source.is_dir() else shutil.copy2)(source, Path(tmp) / name)
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), "--quiet"],
-                           cwd=tmp, check=True, capture_output=True)
+            snakemake(copy_workflow(workdir, Path(tmp)), "--cores", str(cores))
             found[f"quick_pipeline_s_cores{cores}"] = time.perf_counter() - start
     found["cores1_over_cores2"] = found["quick_pipeline_s_cores1"] / found["quick_pipeline_s_cores2"]
     return found
 
 
-def run(workdir: Path, results: Path, pipeline: bool) -> dict:
+SMOKE = ("--cores", "2", "--config", "scale=smoke")
+
+
+def kill_and_resume(workdir: Path, kills: int, seed: int = 0) -> dict[str, int]:
+    """Kill the smoke pipeline at `kills` random moments; resume each and compare it with a whole run.
+
+    A moment is uniform over the uninterrupted run's duration. A run counts as lost or
+    corrupted if any metric or verdict differs from the whole run's, or `verify` finds a problem.
+    """
+    moments = random.Random(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        whole = copy_workflow(workdir, Path(tmp) / "whole")
+        start = time.perf_counter()
+        snakemake(whole, *SMOKE)
+        duration = time.perf_counter() - start
+        damaged = 0
+        for attempt in range(kills):
+            killed = copy_workflow(whole, Path(tmp) / f"killed{attempt}")  # the code of the whole run
+            running = subprocess.Popen([sys.executable, "-m", "snakemake", *SMOKE], cwd=killed,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            time.sleep(moments.uniform(0, duration))
+            os.killpg(running.pid, signal.SIGKILL)  # snakemake and every job it started
+            running.wait()
+            snakemake(killed, "--unlock", *SMOKE)
+            snakemake(killed, *SMOKE)
+            results = killed / "results"
+            problems = (integrity.result_differences(whole / "results", results)
+                        + integrity.verify(str(results)).problems)
+            for problem in problems:
+                print(f"kill {attempt}: {problem}", file=sys.stderr)
+            damaged += bool(problems)
+    return {"kills": kills, "kills_lost_or_corrupted": damaged}
+
+
+def run(workdir: Path, results: Path, pipeline: bool, kills: int) -> dict:
     core.configure_threads(1)
     seconds, cells = dryrun_seconds(workdir)
     figures = {
@@ -182,6 +225,8 @@ def run(workdir: Path, results: Path, pipeline: bool) -> dict:
     }
     if pipeline:
         figures.update(pipeline_seconds(workdir))
+    if kills:
+        figures.update(kill_and_resume(workdir, kills))
     return figures
 
 

@@ -76,7 +76,7 @@ def _gc(args) -> None:
 def _bench(args) -> None:
     from iclrepro import bench, store
 
-    figures = bench.run(Path(args.workdir), Path(args.results), args.pipeline)
+    figures = bench.run(Path(args.workdir), Path(args.results), args.pipeline, args.kills)
     print(bench.table(figures))
     store.write_json(figures, args.out)
 
@@ -121,6 +121,9 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--results", default="results", help="results of the last run (for peak RSS per rule)")
     bench.add_argument("--pipeline", action="store_true",
                        help="also time the quick pipeline from scratch with 2 cores and with 1 core (slow)")
+    bench.add_argument("--kills", type=int, default=0, metavar="N",
+                       help="also kill the smoke pipeline N times at random moments and check each resumed "
+                            "run against a whole one (slow: about a smoke run each)")
     bench.set_defaults(func=_bench)
 
     predict = sub.add_parser("predict", help="run a trained cell on prompts: one column per seed")

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from iclrepro import config, plan, store
 
 SCALES = config.SCALES
@@ -137,3 +139,19 @@ def remove(paths: list[Path]) -> None:
         else:
             path.unlink(missing_ok=True)
 
+
+
+def result_differences(expected: Path, found: Path) -> list[str]:
+    """Where the cells' metrics and the claim verdicts under `found` differ from `expected`'s.
+
+    Both are results directories of runs of the same config; equal means bitwise equal.
+    """
+    compared = [Path("cells", cell.name, "metrics.parquet") for cell in sorted((expected / "cells").iterdir())]
+    compared += sorted(path.relative_to(expected) for path in (expected / "claims").glob("*.parquet"))
+    differences = []
+    for path in compared:
+        if not (found / path).is_file():
+            differences.append(f"{found / path}: missing")
+        elif not pd.read_parquet(found / path).equals(pd.read_parquet(expected / path)):
+            differences.append(f"{found / path}: differs from {expected / path}")
+    return differences

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Iterator
 
 from iclrepro.errors import IclreproError
 
-if TYPE_CHECKING:  # pyarrow is imported where it is used: planning must stay light
+if TYPE_CHECKING:  # pyarrow and torch are imported where they are used: planning must stay light
     import pyarrow as pa
+    from torch import nn
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 ID_LENGTH = 16
@@ -275,6 +276,19 @@ def parquet_spec(table: pa.Table, path) -> dict:
     return json.loads(raw)
 
 
+def read_stored_set(path, content: str | None, settings, schema, what: str) -> tuple[pa.Table, dict, object]:
+    """A stored data set: its table, its spec and `settings(spec)`, with columns checked against
+    `schema(settings)`. Every mismatch raises StoreError naming the file; `what` says what it should be."""
+    table = read_parquet(path, content=content)
+    spec = parquet_spec(table, path)
+    try:
+        made = settings(spec)
+    except (KeyError, TypeError, ValueError) as err:
+        raise StoreError(f"{path}: not {what} ({err})") from None
+    check_columns(table, schema(made), path)
+    return table, spec, made
+
+
 # ---------------------------------------------------------------------------
 # Model files: plain state dicts and the spec, loadable with weights_only=True
 # ---------------------------------------------------------------------------
@@ -296,6 +310,18 @@ def load_model(path) -> tuple[dict, dict]:
     """Return (state, spec) of a model file; never unpickles arbitrary objects."""
     blob = _load_blob(path)
     return blob["state"], json.loads(blob["spec"])
+
+
+def load_trained(cell_dir, build) -> tuple[dict, nn.Module, Path]:
+    """(spec, model, model file) of a trained cell: `build(spec)` filled with the stored weights."""
+    path = Path(cell_dir) / "model.pt"
+    state, spec = load_model(path)
+    model = build(spec)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise StoreError(f"{path}: weights do not fit the model of its spec ({err})") from None
+    return spec, model, path
 
 
 def _load_blob(path) -> dict:

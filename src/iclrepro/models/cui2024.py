@@ -19,8 +19,6 @@ models, each trained on its own data stream (losses are summed over seeds).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
@@ -132,13 +130,8 @@ def build(model_spec: dict, d: int, seeds: int) -> nn.Module:
 
 def load_cell(cell_dir) -> tuple[dict, nn.Module]:
     """(spec, model) of a trained cell; the model file is loaded with weights_only=True."""
-    path = Path(cell_dir) / "model.pt"
-    state, spec = store.load_model(path)
-    model = build(spec["model"], spec["scenario"]["d"], len(spec["seeds"]))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise store.StoreError(f"{path}: weights do not fit the model of its spec ({err})") from None
+    spec, model, _ = store.load_trained(
+        cell_dir, lambda spec: build(spec["model"], spec["scenario"]["d"], len(spec["seeds"])))
     return spec, model
 
 

@@ -21,7 +21,6 @@ either the two d x d blocks Q and V (`full_blocks=False`, spec §2.4 default) or
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -154,11 +153,6 @@ def build(model_spec: dict, d: int, seeds: int) -> SoftmaxLayer:
 
 def load_cell(cell_dir) -> tuple[dict, SoftmaxLayer, dict[int, dict]]:
     """(spec, trained layer, {step: state} snapshots) of a cell; weights_only loading."""
-    path = Path(cell_dir) / "model.pt"
-    state, spec = store.load_model(path)
-    model = build(spec["model"], spec["distribution"]["d"], len(spec["seeds"]))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise store.StoreError(f"{path}: weights do not fit the model of its spec ({err})") from None
+    spec, model, path = store.load_trained(
+        cell_dir, lambda spec: build(spec["model"], spec["distribution"]["d"], len(spec["seeds"])))
     return spec, model, store.load_snapshots(path)

@@ -8,7 +8,7 @@ stage modules keep their imports narrow (a figure module never imports training 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -25,38 +25,27 @@ class PaperStages:
     claims: str   # (spec, id, results, out) -> None: the paper's claim verdicts
 
 
+def conventional(paper: str, objective: str, **other_places: str) -> PaperStages:
+    """The stages of a paper laid out as usual (iclrepro.<kind>.<paper>:<function>), but for `other_places`."""
+    return replace(PaperStages(
+        planner=f"iclrepro.papers.{paper}",
+        data=f"iclrepro.tasks.{paper}:write_test_set",
+        train=f"iclrepro.training.{paper}:train_cell",
+        objective=f"iclrepro.training.{paper}:{objective}",
+        predict=f"iclrepro.evaluation.{paper}:predict",
+        theory=f"iclrepro.theory.{paper}:write",
+        tidy=f"iclrepro.evaluation.{paper}:tidy",
+        draw=f"iclrepro.figures.{paper}:draw",
+        claims=f"iclrepro.evaluation.{paper}:claims",
+    ), **other_places)
+
+
 REGISTRY: dict[str, PaperStages] = {
-    "cui2024": PaperStages(
-        planner="iclrepro.papers.cui2024",
-        data="iclrepro.tasks.cui2024:write_test_set",
-        train="iclrepro.training.cui2024:train_cell",
-        objective="iclrepro.training.cui2024:Regression",
-        predict="iclrepro.evaluation.cui2024:predict",
-        theory="iclrepro.theory.cui2024:write",
-        tidy="iclrepro.evaluation.cui2024:tidy",
-        draw="iclrepro.figures.cui2024:draw",
-        claims="iclrepro.evaluation.cui2024:claims",
-    ),
-    "zhang2026": PaperStages(
-        planner="iclrepro.papers.zhang2026",
-        data="iclrepro.tasks.zhang2026:write_test_set",
-        train="iclrepro.training.zhang2026:train_cell",
-        objective="iclrepro.training.zhang2026:OneStepSupervision",
-        predict="iclrepro.evaluation.zhang2026:predict",
-        theory="iclrepro.theory.zhang2026:write",
-        tidy="iclrepro.evaluation.zhang2026:tidy",
-        draw="iclrepro.figures.zhang2026:draw",
-        claims="iclrepro.evaluation.zhang2026:claims",
-    ),
-    "fu2023": PaperStages(
-        planner="iclrepro.papers.fu2023",
-        data="iclrepro.tasks.fu2023:write_set",
-        train="iclrepro.training.fu2023:train_cell",
-        objective="iclrepro.training.fu2023:RidgeFit",
-        predict="iclrepro.evaluation.fu2023:predict",
-        theory="iclrepro.theory.fu2023:write",
-        tidy="iclrepro.evaluation.fu2023:tidy",
-        draw="iclrepro.figures.fu2023:draw",
-        claims="iclrepro.evaluation.fu2023:claims",
-    ),
+    "cui2024": conventional("cui2024", objective="Regression"),
+    "zhang2026": conventional("zhang2026", objective="OneStepSupervision"),
+    # its data stage writes training sets as well as test sets
+    "deora2023": conventional("deora2023", objective="FullBatchLogistic",
+                              data="iclrepro.tasks.deora2023:write_data_set"),
+    # its data stage writes training sets as well as test sets, its cells are closed-form ridge fits
+    "fu2023": conventional("fu2023", objective="RidgeFit", data="iclrepro.tasks.fu2023:write_set"),
 }

@@ -110,13 +110,8 @@ def write_test_set(spec: dict, content: str, out) -> None:
 
 def read_test_set(path, content: str | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
     """(spec, prompts) of a test set; raises StoreError naming the file on any mismatch."""
-    table = store.read_parquet(path, content=content)
-    spec = store.parquet_spec(table, path)
-    try:
-        dist = Distribution(**spec["distribution"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise store.StoreError(f"{path}: not a zhang2026 test set ({err})") from None
-    store.check_columns(table, _schema(dist.d, dist.N), path)
+    table, spec, dist = store.read_stored_set(path, content, lambda spec: Distribution(**spec["distribution"]),
+                                             lambda dist: _schema(dist.d, dist.N), "a zhang2026 test set")
     if table.num_rows != spec["prompts"]:
         raise store.StoreError(f"{path}: {table.num_rows} rows, the spec says {spec['prompts']}")
     prompts = {}

@@ -364,6 +364,25 @@ def write_cell(out_dir, cell_id: str, spec: dict, model: nn.Module, fitted: Fitt
     checkpoint_of(out_dir).remove()
 
 
+def train_cell(spec: dict, cell_id: str, out_dir, threads: int, checkpoint_minutes: float,
+               make_objective: Callable[[dict, torch.device], Objective],
+               score: Callable[[Objective, Fitted], pa.Table]) -> None:
+    """Fit every seed of a cell as one ensemble (resuming its checkpoint), score it, write the cell.
+
+    A paper's train stage reads what it needs (its test set) and calls this. `score` runs
+    while the objective is still on the training device, so it may use data kept there.
+    """
+    started = time.time()
+    accelerator = spec["device"]
+    configure_threads(threads)
+    objective = make_objective(spec, device_of(accelerator))
+    optimisation = Optimisation(**spec["training"]["optimisation"])
+    checkpoint = checkpoint_of(out_dir, 60 * checkpoint_minutes)
+    fitted = fit(objective, optimisation, cell_id, len(spec["seeds"]), accelerator, checkpoint)
+    metrics = score(objective, fitted)
+    write_cell(out_dir, cell_id, spec, objective.model.cpu(), fitted, metrics, started, threads, accelerator)
+
+
 def checkpoint_of(out_dir, every_seconds: float = 300.0) -> Checkpointing:
     """The checkpoint of a cell directory (a paper's train function passes it to `fit`)."""
     return Checkpointing(Path(out_dir) / "checkpoint.pt", every_seconds)

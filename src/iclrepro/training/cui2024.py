@@ -9,8 +9,6 @@ Sigma^{-1}; spec §4 diagnostics).
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pyarrow as pa
 import torch
@@ -78,14 +76,6 @@ def metrics(spec: dict, model: torch.nn.Module, prompts: dict[str, torch.Tensor]
 def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads: int = 1,
                checkpoint_minutes: float = 5.0) -> None:
     """Train stage: fit all seeds (resuming a checkpoint), score on the test set, write the cell."""
-    started = time.time()
-    accelerator = spec["device"]
-    core.configure_threads(threads)
     _, test = tasks.read_test_set(data[0], content=spec["test"])
-    objective = Regression(spec, core.device_of(accelerator))
-    optimisation = core.Optimisation(**spec["training"]["optimisation"])
-    checkpoint = core.checkpoint_of(out_dir, 60 * checkpoint_minutes)
-    fitted = core.fit(objective, optimisation, cell_id, len(spec["seeds"]), accelerator, checkpoint)
-    model = objective.model.cpu()
-    core.write_cell(out_dir, cell_id, spec, model, fitted, metrics(spec, model, test),
-                    started, threads, accelerator)
+    core.train_cell(spec, cell_id, out_dir, threads, checkpoint_minutes, Regression,
+                    lambda objective, fitted: metrics(spec, objective.model.cpu(), test))

@@ -16,8 +16,6 @@ starting points have the typical norm sigma_w sqrt(d) of the training ones.
 
 from __future__ import annotations
 
-import time
-
 import pyarrow as pa
 import torch
 
@@ -104,14 +102,6 @@ def metrics(spec: dict, model: models.SoftmaxLayer, losses, heldout: dict[str, t
 def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads: int = 1,
                checkpoint_minutes: float = 5.0) -> None:
     """Train stage: fit all seeds as one ensemble (resuming a checkpoint), write the cell with its snapshots."""
-    started = time.time()
-    accelerator = spec["device"]
-    core.configure_threads(threads)
     _, heldout = tasks.read_test_set(data[0], content=spec["heldout"])
-    objective = OneStepSupervision(spec, core.device_of(accelerator))
-    optimisation = core.Optimisation(**spec["training"]["optimisation"])
-    checkpoint = core.checkpoint_of(out_dir, 60 * checkpoint_minutes)
-    fitted = core.fit(objective, optimisation, cell_id, len(spec["seeds"]), accelerator, checkpoint)
-    model = objective.model.cpu()
-    core.write_cell(out_dir, cell_id, spec, model, fitted, metrics(spec, model, fitted.losses, heldout),
-                    started, threads, accelerator)
+    core.train_cell(spec, cell_id, out_dir, threads, checkpoint_minutes, OneStepSupervision,
+                    lambda objective, fitted: metrics(spec, objective.model.cpu(), fitted.losses, heldout))

@@ -1,0 +1,119 @@
+"""Experiment design of deora2023: which data sets, cells and theory each figure needs.
+
+Figures (spec §4): E1 (training loss over GD steps per H, with the T3 bound and the
+c / (eta gamma^2 k) line), E2 (test loss and error per H), E3 (distance from
+initialisation per H), E4 (NTK margin at the random and the one-step initialisation
+across H, and training from each at one H), E5 (final test loss against n) and hessian
+(||grad^2 Phi(theta_0)||_op against H, spec T1). A cell is one (H, n, initialisation)
+trained on its seeds' data sets, one data set per (seed, n); cells shared by figures are
+trained once.
+"""
+
+from __future__ import annotations
+
+from iclrepro import plan
+from iclrepro.tasks.deora2023_mixture import Mixture
+
+PAPER = "deora2023"
+FIGURES = ("E1", "E2", "E3", "E4", "E5", "hessian")
+
+
+class Planner:
+    def __init__(self, config: dict):
+        self.block = config[PAPER]
+        self.accelerator = config["accelerator"]
+        try:
+            self.mixture = Mixture(**self.block["mixture"]).to_spec()
+        except (TypeError, ValueError) as err:
+            raise plan.PlanError(f"config {PAPER}.mixture: {err}") from None
+
+    def data_set(self, seed: int, n: int) -> plan.Node:
+        spec = {"paper": PAPER, "mixture": self.mixture, "n_train": n, "n_test": self.block["n_test"], "seed": seed}
+        return plan.make("data", PAPER, spec)
+
+    def init(self, kind: str) -> dict:
+        return {"kind": kind, **self.block["one_step"]} if kind == "one_step" else {"kind": kind}
+
+    def cell(self, H: int, n: int | None = None, init: str = "random") -> plan.Node:
+        n = n or self.block["n_train"]
+        sets = [self.data_set(seed, n) for seed in range(self.block["seeds"])]
+        training = self.block["training"]
+        spec = {"paper": PAPER, "mixture": self.mixture, "n_train": n, "n_test": self.block["n_test"],
+                "seeds": list(range(self.block["seeds"])), "data": [node.id for node in sets],
+                "model": {"H": H, **self.block["model"], "init": self.init(init)}, "device": self.accelerator,
+                "training": {"log_points": training["log_points"], "optimisation": {
+                    "steps": training["steps"], "lr": training["eta"], "optimizer": "gd", "snapshots": [0]}}}
+        return plan.make("train", PAPER, spec, inputs=tuple(sets))
+
+    def tidy(self, figure: str, kind: str, spec: dict, inputs) -> plan.Node:
+        return plan.make("tidy", PAPER, {"figure": figure, "kind": kind, **spec}, name=figure, inputs=tuple(inputs))
+
+    def check_grids(self) -> None:
+        figures = self.block["figures"]
+        if len(figures["heads"]) < 2:
+            raise plan.PlanError(f"config {PAPER}.figures.heads: {figures['heads']} needs two H at least "
+                                 "(the claims compare heads)")
+        if len(figures["E5"]["n"]) < 2:
+            raise plan.PlanError(f"config {PAPER}.figures.E5.n: {figures['E5']['n']} needs two n at least "
+                                 "(the claim fits a slope in n)")
+
+    def nodes(self) -> list[plan.Node]:
+        self.check_grids()
+        figures, margin = self.block["figures"], self.block["margin_iterations"]
+        heads = sorted(figures["heads"])
+        main = [(H, self.cell(H)) for H in heads]
+        entries = [{"H": H, "cell": node.id} for H, node in main]
+        cells = [node for _, node in main]
+        e4 = figures["E4"]["H"]
+        pair = {"random": self.cell(e4), "one_step": self.cell(e4, init="one_step")}
+        samples = [(n, H, self.cell(H, n)) for H in sorted(figures["E5"]["H"]) for n in sorted(figures["E5"]["n"])]
+        probe = figures["hessian"]
+        hessian = plan.make("theory", PAPER, {"mixture": self.mixture, "model": self.block["model"],
+                                              "data_seed": 0, **probe}, name="hessian_norm")
+        common = {"eta": self.block["training"]["eta"], "margin_iterations": margin}
+        tidy = {
+            "E1": self.tidy("E1", "training", {"cells": entries, **common, "theory": self.block["theory"]}, cells),
+            "E2": self.tidy("E2", "dynamics", {"cells": entries}, cells),
+            "E3": self.tidy("E3", "dynamics", {"cells": entries}, cells),
+            "E4": self.tidy("E4", "initialization", {
+                "cells": entries, **common, "one_step": self.block["one_step"], "mixture": self.mixture,
+                "pair": {kind: node.id for kind, node in pair.items()}}, cells + list(pair.values())),
+            "E5": self.tidy("E5", "samples", {"cells": [{"n": n, "H": H, "cell": node.id} for n, H, node in samples],
+                                              **common, "theory": self.block["theory"]},
+                            [node for _, _, node in samples]),
+            "hessian": self.tidy("hessian", "hessian", {"theory": hessian.name}, [hessian]),
+        }
+        draws = [plan.make("draw", PAPER, {"figure": name, "kind": node.spec["kind"]}, name=name, inputs=(node,))
+                 for name, node in tidy.items()]
+        claims = plan.make("claims", PAPER, {"claims": self.block["claims"], "E4_H": e4, "figures": sorted(tidy)},
+                           name=PAPER, inputs=tuple(tidy.values()))
+        return draws + [claims]
+
+
+def nodes(config: dict) -> list[plan.Node]:
+    """Every figure's drawing node and the claims node (their inputs hang below them)."""
+    return Planner(config).nodes()
+
+
+def describe(spec: dict) -> str:
+    """One line of a cell's key settings (for `iclrepro cells`)."""
+    mix, model = spec["mixture"], spec["model"]
+    return (f"H={model['H']} n={spec['n_train']} T={mix['T']} d={mix['d']} init={model['init']['kind']} "
+            f"eta={spec['training']['optimisation']['lr']:g} steps={spec['training']['optimisation']['steps']} "
+            f"seeds={len(spec['seeds'])}")
+
+
+def resources(spec: dict) -> dict:
+    """Memory (MB) and runtime (minutes) a cell asks the scheduler for, from its size.
+
+    A step costs about S n H T d (d + T) multiply-adds three times over (forward and
+    backward); the runtime is calibrated on a 2-core CPU (about 1e-8 s per multiply-add in
+    float64, Python overhead included) with a 3x margin and a 5-minute floor. The memory
+    holds the (S, n, H, T, T) attention and (S, n, T, H, d) products a few times over.
+    """
+    mix, S, H = spec["mixture"], len(spec["seeds"]), spec["model"]["H"]
+    T, d, n = mix["T"], mix["d"], spec["n_train"] + spec["n_test"]  # the test set is scored on a log grid
+    work = 3 * S * n * H * T * d * (d + T)
+    entries = S * n * H * T * (T + d)
+    steps = spec["training"]["optimisation"]["steps"]
+    return {"mem_mb": 1000 + int(6 * 8 * entries / 2**20), "runtime": max(5, int(3 * 1e-8 * work * steps / 60) + 1)}

@@ -1,0 +1,71 @@
+"""deora2023 end to end at the smoke scale, in a copy of the workflow: figures, claims, CLI, reruns."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from conftest import SMOKE, assert_figures_written, cli, smoke_plan, snakemake, written_claims
+from iclrepro import store
+from iclrepro.papers.deora2023 import FIGURES
+
+pytestmark = pytest.mark.e2e
+
+CURVE = {"step", "seed", "loss", "H"}
+COLUMNS = {
+    "E1": CURVE | {"part", "series", "value", "gamma"},
+    "E2": CURVE | {"test_loss", "test_error", "train_error"},
+    "E3": CURVE | {"distance", "relative_distance"},
+    "E4": {"part", "H", "seed", "init", "gamma_all", "gamma_W", "gamma_V", "phi0_max", "series", "value", "step",
+           "loss"},
+    "E5": {"part", "n", "H", "seed", "train_loss", "test_loss", "test_error", "gamma", "T4_bound", "series"},
+    "hessian": {"H", "seed", "sequence", "hessian_norm", "slope"},
+}
+
+
+def test_every_figure_and_the_claims_are_written(workdir):
+    assert_figures_written(workdir, "deora2023", {name: COLUMNS[name] for name in FIGURES})
+    claims = written_claims(workdir, "deora2023")
+    assert len(claims) == 7 and set(claims["figure"]) == set(FIGURES)
+
+
+def test_tidy_data_hold_margins_and_theory_lines(workdir):
+    figures = workdir / "results" / "figures" / "deora2023"
+    e4 = pd.read_parquet(figures / "E4.parquet")
+    margins = e4[e4["part"] == "margin"]
+    assert set(margins["init"]) == {"random", "one_step"} and (margins["gamma_V"] >= 0).all()
+    assert set(e4[e4["part"] == "closed_form"]["series"]) == {"gamma_value_uniform", "gamma_oracle"}
+    e1 = pd.read_parquet(figures / "E1.parquet")
+    assert set(e1[e1["part"] == "theory"]["series"]) == {"T3 bound", "c / (eta gamma^2 k)"}
+
+
+def test_cells_are_complete(workdir):
+    cells = smoke_plan(workdir, "deora2023").cells
+    for node_id in cells:
+        cell = workdir / "results" / "cells" / node_id
+        assert sorted(p.name for p in cell.iterdir()) == sorted(store.CELL_FILES)
+
+
+def test_cli_lists_and_predicts(workdir, tmp_path):
+    listing = cli(workdir, "cells", "--scale", "smoke", "--papers", "deora2023")
+    cells = smoke_plan(workdir, "deora2023").cells
+    assert f"deora2023: {len(cells)} cells: {len(cells)} done" in listing.stderr and "init=one_step" in listing.stdout
+    node = next(iter(cells.values()))
+    out = tmp_path / "predictions.parquet"
+    cli(workdir, "predict", f"results/cells/{node.id}", f"results/data/{node.spec['data'][0]}.parquet", str(out))
+    predictions = pd.read_parquet(out)
+    assert list(predictions.columns) == ["sequence", "seed", "phi", "y_hat", "y"]
+    assert len(predictions) == node.spec["n_test"] * len(node.spec["seeds"])
+
+
+def test_a_plotting_change_only_redraws(workdir):
+    def planned_rules():
+        return re.findall(r"^rule (\w+):", snakemake(workdir, "-n", *SMOKE).stdout, flags=re.M)
+
+    assert planned_rules() == []
+    figure_code = workdir / "src" / "iclrepro" / "figures" / "deora2023.py"
+    figure_code.write_text(figure_code.read_text() + "\n# a plotting-only change\n")
+    rules = planned_rules()
+    assert rules.count("draw") == len(FIGURES) and not {"train", "tidy", "data", "theory"} & set(rules)

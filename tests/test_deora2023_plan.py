@@ -1,0 +1,65 @@
+"""deora2023 config and plan: every scale plans, shared cells are trained once, mistakes name the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from iclrepro import config, plan
+from iclrepro.papers import deora2023 as planner
+
+
+def planned(raw, schema, scale="quick", edit=lambda block: None):
+    changed = copy.deepcopy(raw)
+    edit(changed["deora2023"])
+    return plan.build(config.check_and_resolve(dict(changed, scale=scale, papers=["deora2023"]), schema))
+
+
+@pytest.mark.parametrize("scale", config.SCALES)
+def test_every_scale_plans_every_figure_and_the_claims(raw, schema, scale):
+    built = planned(raw, schema, scale)
+    assert sorted(built.nodes["draw"]) == sorted(f"deora2023/{name}" for name in planner.FIGURES)
+    assert list(built.nodes["claims"]) == ["deora2023/deora2023"]
+    assert list(built.nodes["theory"]) == ["deora2023/hessian_norm"]
+
+
+def test_quick_cells_are_shared_between_figures(raw, schema):
+    built = planned(raw, schema)
+    block = config.merged_block(raw["deora2023"], "quick")
+    heads, e5 = block["figures"]["heads"], block["figures"]["E5"]
+    # E5's cells at the main n are E1's, E4's random cell is E1's: only one extra one-step cell
+    extra = sum(1 for H in e5["H"] for n in e5["n"] if not (n == block["n_train"] and H in heads))
+    assert len(built.cells) == len(heads) + 1 + extra
+    kinds = [node.spec["model"]["init"]["kind"] for node in built.cells.values()]
+    assert kinds.count("one_step") == 1
+    assert len(built.nodes["data"]) == block["seeds"] * len(set(e5["n"]) | {block["n_train"]})
+
+
+def test_a_changed_step_size_changes_every_cell_and_nothing_else_in_the_data(raw, schema):
+    before = planned(raw, schema)
+    after = planned(raw, schema, edit=lambda block: block["training"].update(eta=0.5))
+    assert set(before.cells).isdisjoint(after.cells) and set(before.nodes["data"]) == set(after.nodes["data"])
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda b: b["scales"]["quick"]["mixture"].update(M=30), r"config deora2023.mixture: the 2 \+ M"),
+    (lambda b: b["scales"]["quick"]["figures"].update(heads=[4]), "config deora2023.figures.heads"),
+    (lambda b: b["scales"]["quick"]["figures"]["E5"].update(n=[64]), "config deora2023.figures.E5.n"),
+])
+def test_bad_settings_name_the_key(raw, schema, edit, message):
+    with pytest.raises(plan.PlanError, match=message):
+        planned(raw, schema, edit=edit)
+
+
+def test_schema_rejects_unknown_keys_and_values(raw, schema):
+    with pytest.raises(config.ConfigError, match="deora2023.model"):
+        planned(raw, schema, edit=lambda b: b["model"].update(scale="1/H^2"))
+    with pytest.raises(config.ConfigError, match="deora2023.training"):
+        planned(raw, schema, edit=lambda b: b["training"].update(momentum=0.9))
+
+
+def test_describe_and_resources(raw, schema):
+    cell = next(iter(planned(raw, schema, "smoke").cells.values()))
+    assert "init=" in planner.describe(cell.spec) and "H=" in planner.describe(cell.spec)
+    assert set(planner.resources(cell.spec)) == {"mem_mb", "runtime"}
