@@ -137,3 +137,4 @@ def planned_rules(workdir: Path) -> list[str]:
     import re
 
     return re.findall(r"^rule (\w+):", snakemake(workdir, "-n", *SMOKE).stdout, flags=re.M)
+

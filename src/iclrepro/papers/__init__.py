@@ -47,4 +47,6 @@ REGISTRY: dict[str, PaperStages] = {
     "deora2023": conventional("deora2023", objective="FullBatchLogistic",
                               data="iclrepro.tasks.deora2023:write_data_set"),
     "chen2024": conventional("chen2024", objective="PrefixRegression"),
+    # its data stage writes training sets as well as test sets, its cells are closed-form ridge fits
+    "fu2023": conventional("fu2023", objective="RidgeFit", data="iclrepro.tasks.fu2023:write_set"),
 }

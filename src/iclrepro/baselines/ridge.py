@@ -1,0 +1,102 @@
+"""Ridge regression on a fixed feature map, over a grid of penalties (pure torch, float64).
+
+    w(lam) = argmin_w (1/n) ||Phi w - y||^2 + lam ||w||^2
+           = (Phi^T Phi + n lam I)^{-1} Phi^T y      (primal, D x D, when n >= D)
+           = Phi^T (Phi Phi^T + n lam I)^{-1} y      (dual, n x n, when n < D)
+
+`dual_path` and `kernel_select` do the same with a kernel matrix in place of Phi Phi^T.
+
+One eigendecomposition of the smaller Gram matrix serves every penalty of the grid. The
+features may be float32 (half the memory of the largest array); the Gram matrix is
+accumulated in float64 over row blocks, so no float64 copy of Phi is ever held. `select`
+picks the penalty on a held-out split and refits on all rows (spec §4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+BLOCK_ROWS = 4096  # rows of Phi converted to float64 at a time
+
+
+def _blocks(Phi: torch.Tensor):
+    for start in range(0, len(Phi), BLOCK_ROWS):
+        yield start, Phi[start:start + BLOCK_ROWS].double()
+
+
+def primal_gram(Phi: torch.Tensor) -> torch.Tensor:
+    """Phi^T Phi (D, D) in float64."""
+    G = torch.zeros(Phi.shape[1], Phi.shape[1], dtype=torch.float64)
+    for _, block in _blocks(Phi):
+        G += block.T @ block
+    return G
+
+
+def dual_gram(Phi: torch.Tensor) -> torch.Tensor:
+    """Phi Phi^T (n, n) in float64."""
+    K = torch.empty(len(Phi), len(Phi), dtype=torch.float64)
+    for start, block in _blocks(Phi):
+        for other, columns in _blocks(Phi):
+            K[start:start + len(block), other:other + len(columns)] = block @ columns.T
+    return K
+
+
+def transpose_times(Phi: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Phi^T a for a (n, L): (D, L) in float64."""
+    out = torch.zeros(Phi.shape[1], a.shape[1], dtype=torch.float64)
+    for start, block in _blocks(Phi):
+        out += block.T @ a[start:start + len(block)]
+    return out
+
+
+def dual_path(K: torch.Tensor, y: torch.Tensor, lambdas: list[float]) -> torch.Tensor:
+    """Dual coefficients alpha (n, L) = (K + n lam I)^{-1} y of a Gram or kernel matrix K (n, n)."""
+    shifts = len(K) * torch.tensor(lambdas, dtype=torch.float64)            # (L,)
+    eigenvalues, U = torch.linalg.eigh(K)
+    return U @ ((U.T @ y).unsqueeze(1) / (eigenvalues.unsqueeze(1) + shifts))
+
+
+def ridge_path(Phi: torch.Tensor, y: torch.Tensor, lambdas: list[float]) -> torch.Tensor:
+    """Weights (L, D) for every penalty, by the primal or the dual form, whichever is smaller."""
+    n, D = Phi.shape
+    if n < D:
+        return transpose_times(Phi, dual_path(dual_gram(Phi), y, lambdas)).T
+    shifts = n * torch.tensor(lambdas, dtype=torch.float64)                 # (L,)
+    eigenvalues, U = torch.linalg.eigh(primal_gram(Phi))
+    c = U.T @ transpose_times(Phi, y.unsqueeze(1)).squeeze(1)               # (D,)
+    return (U @ (c.unsqueeze(1) / (eigenvalues.unsqueeze(1) + shifts))).T
+
+
+def predict(Phi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Phi w for weights (L, D): (L, n)."""
+    return torch.cat([block @ weights.T for _, block in _blocks(Phi)]).T
+
+
+def split(rows: int, validation_fraction: float) -> tuple[slice, slice]:
+    """(fit, held out): the last `validation_fraction` of the rows are held out (at least one)."""
+    held_out = max(1, int(round(validation_fraction * rows)))
+    return slice(0, rows - held_out), slice(rows - held_out, None)
+
+
+@dataclass(frozen=True)
+class Selection:
+    weights: torch.Tensor           # (D,) refitted on every row with the chosen penalty
+    lam: float
+    validation_mse: list[float]     # per penalty of the grid
+
+
+def select(Phi: torch.Tensor, y: torch.Tensor, lambdas: list[float], validation_fraction: float) -> Selection:
+    """Choose the penalty on the held-out rows (spec §4), then refit on all rows."""
+    fit, check = split(len(Phi), validation_fraction)
+    errors = ((predict(Phi[check], ridge_path(Phi[fit], y[fit], lambdas)) - y[check]) ** 2).mean(-1)
+    best = int(torch.argmin(errors))
+    return Selection(ridge_path(Phi, y, [lambdas[best]])[0], lambdas[best], errors.tolist())
+
+
+def kernel_select(K: torch.Tensor, y: torch.Tensor, lambdas: list[float], validation_fraction: float) -> torch.Tensor:
+    """Kernel ridge with a kernel matrix K (n, n): the penalty chosen as in `select`; alpha (n,)."""
+    fit, check = split(len(K), validation_fraction)
+    errors = ((K[check, fit] @ dual_path(K[fit, fit], y[fit], lambdas) - y[check].unsqueeze(1)) ** 2).mean(0)
+    return dual_path(K, y, [lambdas[int(torch.argmin(errors))]])[:, 0]

@@ -1,0 +1,54 @@
+"""fu2023 end to end at the smoke scale, in a copy of the workflow: figures, claims, CLI, reruns."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from conftest import SMOKE, assert_figures_written, cli, smoke_plan, snakemake, written_claims
+from iclrepro.papers.fu2023 import FIGURES
+
+pytestmark = pytest.mark.e2e
+
+CURVES = {"target", "model", "n", "seed", "nmse", "test_mse", "lambda", "part", "samples", "slope"}
+COLUMNS = {"A": CURVES, "B": CURVES, "C": CURVES,
+           "D": {"M", "seed", "nmse", "gram_error", "source", "target", "n"}}
+
+
+def test_every_figure_and_the_claims_are_written(workdir):
+    assert_figures_written(workdir, "fu2023", COLUMNS)
+    claims = written_claims(workdir, "fu2023")
+    assert len(claims) == 6 and set(claims["figure"]) == set(FIGURES)
+
+
+def test_tidy_data_pairs_the_models(workdir):
+    figures = workdir / "results" / "figures" / "fu2023"
+    a = pd.read_parquet(figures / "A.parquet")
+    fits = a[a["part"] == "fit"]
+    assert set(fits["model"]) == {"RFA", "RFMLP"} and set(fits["seed"]) == {0, 1}
+    assert fits.groupby(["target", "n", "model"]).size().eq(2).all()
+    d = pd.read_parquet(figures / "D.parquet")
+    assert set(d["source"]) == {"finite M", "kernel limit"} and (d["nmse"] > 0).all()
+
+
+def test_cli_lists_and_predicts(workdir, tmp_path):
+    cells = smoke_plan(workdir, "fu2023").cells
+    listing = cli(workdir, "cells", "--scale", "smoke", "--papers", "fu2023")
+    assert f"fu2023: {len(cells)} cells: {len(cells)} done" in listing.stderr and "rfmlp K=32" in listing.stdout
+    node = next(n for n in cells.values() if n.spec["model"]["kind"] == "rfa")
+    out = tmp_path / "predictions.parquet"
+    cli(workdir, "predict", f"results/cells/{node.id}", f"results/data/{node.spec['test']}.parquet", str(out))
+    predictions = pd.read_parquet(out)
+    assert list(predictions.columns) == ["sample", "seed", "prediction", "target"]
+    assert set(predictions["seed"]) == {0, 1}
+
+
+def test_reruns_touch_only_what_changed(workdir):
+    planned = re.findall(r"^rule (\w+):", snakemake(workdir, "-n", *SMOKE).stdout, flags=re.M)
+    assert planned == []
+    figure_code = workdir / "src" / "iclrepro" / "figures" / "fu2023.py"
+    figure_code.write_text(figure_code.read_text() + "\n# a plotting-only change\n")
+    rules = re.findall(r"^rule (\w+):", snakemake(workdir, "-n", *SMOKE).stdout, flags=re.M)
+    assert rules.count("draw") == len(FIGURES) and not {"train", "tidy", "data", "theory"} & set(rules)

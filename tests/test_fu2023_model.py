@@ -1,0 +1,119 @@
+"""fu2023 models and kernels: convergence to the kernel as M grows, key permutation
+invariance, BRFA at zero bias is RFA, targets, and the ridge solves against direct ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iclrepro.baselines import ridge
+from iclrepro.models import fu2023 as models
+from iclrepro.tasks import fu2023 as tasks
+from iclrepro.theory import fu2023 as theory
+
+d, N = 4, 5
+
+
+def sequences(rows: int, seed: int = 1) -> torch.Tensor:
+    return tasks.sample(d, N, rows, torch.Generator().manual_seed(seed))
+
+
+def attention(M: int, bias_scale: float = 0.0, seed: int = 3) -> models.RandomFeatureAttention:
+    return models.RandomFeatureAttention(d, M, 0.5, bias_scale, [torch.Generator().manual_seed(seed)])
+
+
+def gram(model: models.RandomFeatures, x: torch.Tensor) -> torch.Tensor:
+    Phi = model.features(x, 0).double()
+    return Phi @ Phi.T
+
+
+def relative(A: torch.Tensor, B: torch.Tensor) -> float:
+    return float((A - B).norm() / B.norm())
+
+
+def test_rfa_gram_converges_to_the_kernel_as_M_grows():
+    x = sequences(40)
+    exact = theory.rfa_kernel(x, x, 0.5)
+    errors = [relative(gram(attention(M), x), exact) for M in (64, 1024, 16384)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 0.02, errors
+    # the O(M^-1/2) rate: 16x the heads cuts the error about 4x
+    assert 2.0 < errors[1] / errors[2] < 8.0, errors
+
+
+@pytest.mark.parametrize("make,exact", [
+    (lambda: attention(8192, bias_scale=1.5), lambda x: theory.brfa_kernel(x, x, 0.5, 1.5)),
+    (lambda: models.RandomFeatureMLP(d, N, 32768, [torch.Generator().manual_seed(4)]),
+     lambda x: theory.mlp_kernel(x, x)),
+])
+def test_brfa_and_rfmlp_grams_match_their_kernels(make, exact):
+    x = sequences(30)
+    assert relative(gram(make(), x), exact(x)) < 0.03
+
+
+def test_brfa_at_zero_bias_is_rfa():
+    x = sequences(20)
+    assert torch.equal(attention(16, bias_scale=0.0).features(x, 0), attention(16).features(x, 0))
+    assert not torch.equal(attention(16, bias_scale=1.0).features(x, 0), attention(16).features(x, 0))
+    assert torch.allclose(theory.brfa_kernel(x, x, 0.5, 0.0), theory.rfa_kernel(x, x, 0.5), atol=3e-3)
+
+
+def test_rfa_features_kernel_and_targets_are_invariant_to_permuting_keys():
+    x = sequences(12)
+    permuted = torch.cat([x[:, :1], x[:, 1:][:, torch.randperm(N, generator=torch.Generator().manual_seed(0))]], 1)
+    model = attention(32)
+    assert torch.allclose(model.features(permuted, 0), model.features(x, 0), atol=1e-6)
+    assert torch.allclose(theory.rfa_kernel(permuted, x, 0.5), theory.rfa_kernel(x, x, 0.5))
+    for name in ("key_poly_3", "qk_poly_2", "qk_He_4", "qk_cos", "sum_poly_2"):
+        target = tasks.Target.parse(name)
+        assert torch.allclose(tasks.target_values(target, permuted), tasks.target_values(target, x)), name
+    mlp = models.RandomFeatureMLP(d, N, 64, [torch.Generator().manual_seed(4)])
+    assert not torch.allclose(mlp.features(permuted, 0), mlp.features(x, 0), atol=1e-3)
+    assert not torch.allclose(theory.mlp_kernel(permuted, x), theory.mlp_kernel(x, x), atol=1e-3)
+
+
+def test_hermite_targets_and_unknown_names():
+    t = torch.linspace(-2, 2, 9, dtype=torch.float64)
+    assert torch.allclose(tasks.hermite(t, 4), t**4 - 6 * t**2 + 3)
+    assert tasks.Target.parse("qk_cos") == tasks.Target("qk_cos", 0)
+    with pytest.raises(ValueError, match="unknown target 'qk_poly'"):
+        tasks.Target.parse("qk_poly")
+
+
+def test_harmonics_dimensions():
+    assert [theory.harmonics_dim(3, p) for p in range(4)] == [1, 4, 9, 16]   # (p+1)^2 on S^2
+    assert theory.harmonics_dim(8, 2) == 1 + 8 + 35
+
+
+@pytest.mark.parametrize("n,D", [(50, 12), (12, 50)])   # primal and dual forms
+def test_ridge_path_matches_a_direct_solve(n, D):
+    generator = torch.Generator().manual_seed(n)
+    Phi = torch.randn(n, D, generator=generator)
+    y = torch.randn(n, generator=generator, dtype=torch.float64)
+    lambdas = [1e-4, 1e-1]
+    path = ridge.ridge_path(Phi, y, lambdas)
+    P = Phi.double()
+    for weights, lam in zip(path, lambdas, strict=True):
+        direct = torch.linalg.solve(P.T @ P + n * lam * torch.eye(D, dtype=torch.float64), P.T @ y)
+        assert torch.allclose(weights, direct, atol=1e-8)
+
+
+def test_kernel_ridge_with_the_feature_gram_equals_feature_ridge():
+    generator = torch.Generator().manual_seed(0)
+    Phi = torch.randn(40, 60, generator=generator)
+    y = torch.randn(40, generator=generator, dtype=torch.float64)
+    chosen = ridge.select(Phi, y, [1e-3, 1e-1, 10.0], 0.25)
+    alpha = ridge.kernel_select(Phi.double() @ Phi.double().T, y, [1e-3, 1e-1, 10.0], 0.25)
+    assert torch.allclose(Phi.double().T @ alpha, chosen.weights, atol=1e-8)
+    assert chosen.validation_mse.index(min(chosen.validation_mse)) == [1e-3, 1e-1, 10.0].index(chosen.lam)
+
+
+def test_ridge_recovers_a_model_in_the_feature_span():
+    """A target that is a random-feature model is fitted with small test error (tests can fail)."""
+    x, x_test = sequences(600, seed=2), sequences(200, seed=5)
+    teacher = attention(16, seed=9)
+    teacher.v.data.normal_(generator=torch.Generator().manual_seed(1))
+    student = attention(16, seed=9)
+    chosen = ridge.select(student.features(x, 0), teacher(x)[0].detach(), [1e-8, 1e-4, 1e-1], 0.2)
+    student.v.data[0] = chosen.weights
+    with torch.no_grad():
+        assert relative(student(x_test)[0], teacher(x_test)[0]) < 1e-3
