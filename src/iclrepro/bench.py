@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import csv
 import importlib
-import json
 import os
 import platform
 import random
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from iclrepro import config, integrity, plan
 from iclrepro.papers import REGISTRY
@@ -140,11 +140,16 @@ def synthetic_config(raw: dict, cells: int) -> dict:
     return dict(raw, cui2024=block, papers=["cui2024"], scale="quick")
 
 
+def write_config(raw: dict, path: Path) -> None:
+    """Write a config as YAML: written as JSON, 1e-06 would read back as text (YAML 1.1)."""
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
 def dryrun_seconds(workdir: Path, cells: int = 10_000) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         copy = copy_workflow(workdir, Path(tmp))
         raw = synthetic_config(config.read(workdir / "config.yaml"), cells)
-        (copy / "config.yaml").write_text(json.dumps(raw))
+        write_config(raw, copy / "config.yaml")
         planned = len(plan.build(config.load(copy / "config.yaml", workdir=copy)).cells)
         start = time.perf_counter()
         snakemake(copy, "-n", "all", "--cores", "2")
