@@ -15,13 +15,6 @@ def planned(raw, schema, scale="quick", edit=lambda block: None):
     return plan_paper(raw, schema, "chen2024", scale, edit)
 
 
-@pytest.mark.parametrize("scale", config.SCALES)
-def test_every_scale_plans_every_figure_and_the_claims(raw, schema, scale):
-    built = planned(raw, schema, scale)
-    assert sorted(built.nodes["draw"]) == sorted(f"chen2024/{name}" for name in planner.FIGURES)
-    assert list(built.nodes["claims"]) == ["chen2024/chen2024"]
-
-
 def test_quick_cells_are_shared_between_figures(raw, schema):
     built = planned(raw, schema)
     # H in {1, 4} at (L = 3, sigma = 0.1), plus H in {1, 4} at (3, 0.5): the main pair is shared

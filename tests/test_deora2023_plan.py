@@ -14,11 +14,8 @@ def planned(raw, schema, scale="quick", edit=lambda block: None):
 
 
 @pytest.mark.parametrize("scale", config.SCALES)
-def test_every_scale_plans_every_figure_and_the_claims(raw, schema, scale):
-    built = planned(raw, schema, scale)
-    assert sorted(built.nodes["draw"]) == sorted(f"deora2023/{name}" for name in planner.FIGURES)
-    assert list(built.nodes["claims"]) == ["deora2023/deora2023"]
-    assert list(built.nodes["theory"]) == ["deora2023/hessian_norm"]
+def test_every_scale_plans_the_hessian_theory(raw, schema, scale):
+    assert list(planned(raw, schema, scale).nodes["theory"]) == ["deora2023/hessian_norm"]
 
 
 def test_quick_cells_are_shared_between_figures(raw, schema):

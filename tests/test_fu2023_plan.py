@@ -14,10 +14,9 @@ def planned(raw, schema, scale="quick", edit=lambda block: None):
 
 
 @pytest.mark.parametrize("scale", config.SCALES)
-def test_every_scale_plans_every_figure_and_the_claims(raw, schema, scale):
+def test_every_scale_plans_the_references_and_cells_within_the_memory_budget(raw, schema, scale):
     built = planned(raw, schema, scale)
-    assert sorted(built.nodes["draw"]) == [f"fu2023/{name}" for name in planner.FIGURES]
-    assert list(built.nodes["claims"]) == ["fu2023/fu2023"] and list(built.nodes["theory"]) == ["fu2023/references"]
+    assert list(built.nodes["theory"]) == ["fu2023/references"]
     for cell in built.cells.values():
         resources = planner.resources(cell.spec)
         assert resources["runtime"] >= 5 and resources["mem_mb"] < 8 * 1024, planner.describe(cell.spec)

@@ -1,9 +1,17 @@
-"""Planning stays light: every SLURM job parses the Snakefile again, so no heavy imports."""
+"""Planning: every paper plans its figures and claims at every scale; batches; no heavy imports
+(every SLURM job parses the Snakefile again)."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
+
+import pytest
+
+from conftest import plan_paper
+from iclrepro import config
+from iclrepro.papers import REGISTRY
 
 
 def test_planning_imports_neither_torch_nor_lightning(root):
@@ -17,6 +25,15 @@ def test_planning_imports_neither_torch_nor_lightning(root):
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("scale", config.SCALES)
+@pytest.mark.parametrize("paper", sorted(REGISTRY))
+def test_every_paper_plans_every_figure_and_its_claims_at_every_scale(raw, schema, paper, scale):
+    built = plan_paper(raw, schema, paper, scale)
+    figures = importlib.import_module(REGISTRY[paper].planner).FIGURES
+    assert sorted(built.nodes["draw"]) == sorted(f"{paper}/{name}" for name in figures)
+    assert list(built.nodes["claims"]) == [f"{paper}/{paper}"]
 
 
 def batch_contents(plan) -> dict[str, set[str]]:

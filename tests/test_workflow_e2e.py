@@ -19,10 +19,10 @@ import pytest
 
 from conftest import SMOKE, assert_figures_written, cli, smoke_plan, snakemake, written_claims
 from iclrepro import store
+from iclrepro.papers.cui2024 import FIGURES
 
 pytestmark = pytest.mark.e2e
 
-FIGURES = ("F1", "F1b", "F2", "F3", "F4", "F5", "F6", "T1")
 NOISY = "noisy_0.5: {d: 5, sigma2: 0.5}"
 
 

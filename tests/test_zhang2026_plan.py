@@ -22,10 +22,9 @@ def planned(raw, schema, scale="quick", edit=lambda block: None):
 
 
 @pytest.mark.parametrize("scale", config.SCALES)
-def test_every_scale_plans_every_figure_three_cells_and_the_claims(raw, schema, scale):
+def test_every_scale_plans_three_cells_and_a_test_set_per_shift(raw, schema, scale):
     built = planned(raw, schema, scale)
-    assert sorted(built.nodes["draw"]) == [f"zhang2026/{name}" for name in planner.FIGURES]
-    assert len(built.cells) == 3 and list(built.nodes["claims"]) == ["zhang2026/zhang2026"]
+    assert len(built.cells) == 3
     shifts = config.resolve(dict(raw, scale=scale, papers=["zhang2026"]), schema)["zhang2026"]["figures"]["E5"]
     assert len(built.get("tidy", "zhang2026/E5").spec["sets"]) == sum(len(v) for v in shifts["shifts"].values())
 

@@ -13,6 +13,7 @@ from iclrepro import plan
 from iclrepro.tasks.cui2024_scenario import Scenario
 
 PAPER = "cui2024"
+FIGURES = ("F1", "F1b", "F2", "F3", "F4", "F5", "F6", "T1")
 SWEEPS = ("F1", "F3", "F4", "F5", "F6")   # loss vs D over scenarios and model series
 
 
