@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -29,6 +30,14 @@ class Claim:
     measured: float
     expected: str
     passed: bool
+
+
+def loglog_slope(x, y) -> float:
+    """Least-squares slope of log y against log x; NaN with fewer than two x values or a y <= 0."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(np.unique(x)) < 2 or np.any(y <= 0):
+        return float("nan")
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
 def at_most(value: float, bound: float) -> bool:

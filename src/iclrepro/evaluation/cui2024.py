@@ -150,13 +150,6 @@ def finish(frame: pd.DataFrame) -> pd.DataFrame:
 # T1: fitted slopes and constants
 # ---------------------------------------------------------------------------
 
-def loglog_slope(D: np.ndarray, excess: np.ndarray) -> float:
-    """Least-squares slope of log(excess) against log(D); NaN with fewer than two D."""
-    if len(np.unique(D)) < 2 or np.any(excess <= 0):
-        return float("nan")
-    return float(np.polyfit(np.log(D), np.log(excess), 1)[0])
-
-
 def table(spec: dict, layout: store.Layout) -> pd.DataFrame:
     trained = trained_rows(spec, layout)
     constants = theory_constants(spec, layout)
@@ -168,7 +161,7 @@ def table(spec: dict, layout: store.Layout) -> pd.DataFrame:
         C_theory = constants[scenario]["C_SH" if H == 1 else "C_MH"]
         C_fit = float((fit.index * fit).mean()) if len(fit) else float("nan")
         rows.append({**scenario_columns(spec, scenario), "series": series, "H": H,
-                     "slope": loglog_slope(fit.index.to_numpy(), fit.to_numpy()),
+                     "slope": verdicts.loglog_slope(fit.index.to_numpy(), fit.to_numpy()),
                      "C_fit": C_fit, "C_theory": C_theory, "C_ratio": C_fit / C_theory,
                      "theory_SH_over_MH": constants[scenario]["ratio"], "D_fitted": len(fit)})
     return pd.DataFrame(rows)

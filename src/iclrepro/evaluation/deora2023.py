@@ -146,15 +146,10 @@ def samples(spec: dict, layout: store.Layout) -> pd.DataFrame:
     return pd.concat([frame, *lines], ignore_index=True)
 
 
-def slope(x, y) -> float:
-    """Least-squares slope of log y against log x."""
-    return float(np.polyfit(np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float)), 1)[0])
-
-
 def hessian(spec: dict, layout: store.Layout) -> pd.DataFrame:
     """T1: ||grad^2 Phi(theta_0; X)||_op per H, seed and sequence, with the fitted log-log slope."""
     frame = store.read_parquet(layout.theory(PAPER, spec["theory"])).to_pandas()
-    return frame.assign(slope=slope(frame["H"], frame["hessian_norm"]))
+    return frame.assign(slope=verdicts.loglog_slope(frame["H"], frame["hessian_norm"]))
 
 
 KINDS = {"training": training, "dynamics": dynamics, "initialization": initialization, "samples": samples,
@@ -202,7 +197,7 @@ def claim_test_error(figs, cfg) -> list[verdicts.Claim]:
 
 def claim_distance(figs, cfg) -> list[verdicts.Claim]:
     distance = last_step(figs["E3"], "relative_distance")
-    measured = slope(distance.index, distance.to_numpy())
+    measured = verdicts.loglog_slope(distance.index, distance.to_numpy())
     low, high = cfg["distance_slope"]
     return [verdicts.Claim(
         "relative_movement_shrinks", "E3", "relative parameter movement ||theta_K - theta_0|| / ||theta_0|| "
@@ -230,7 +225,7 @@ def claims_initialization(figs, cfg) -> list[verdicts.Claim]:
 def claim_samples(figs, cfg) -> list[verdicts.Claim]:
     frame = figs["E5"][figs["E5"]["part"] == "final"]
     means = {H: rows.groupby("n")["test_loss"].mean() for H, rows in frame.groupby("H")}
-    slopes = {H: slope(loss.index, loss.to_numpy()) for H, loss in means.items()}
+    slopes = {H: verdicts.loglog_slope(loss.index, loss.to_numpy()) for H, loss in means.items()}
     worst = max(slopes, key=slopes.get)
     return [verdicts.Claim(
         "test_loss_falls_with_n", "E5", "the test loss falls with the number of training samples n",
