@@ -14,19 +14,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "src")
-
 
 def copy_workflow(target: Path) -> Path:
     """A copy of the workflow and its package source, so a test may edit either."""
-    target.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, target / name)
-    return target
+    from iclrepro import workspace
+
+    return workspace.copy_workflow(ROOT, target)
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -20,7 +20,6 @@ import importlib
 import os
 import platform
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,11 +33,11 @@ import yaml
 from iclrepro import config, integrity, plan
 from iclrepro.papers import REGISTRY
 from iclrepro.training import core
+from iclrepro.workspace import copy_workflow
 
 BENCH_STEPS = 1500   # the quick scale's steps for cui2024
 PAPER_STEPS = 300    # steps timed per paper model
 REPEATS = 3
-WORKFLOW = ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "src")
 
 
 def cui2024_spec(H: int, seeds: list[int], steps: int = BENCH_STEPS) -> dict:
@@ -115,14 +114,6 @@ def steps_per_s(workdir: Path) -> dict[str, float]:
         steps = optimisation_of(spec, PAPER_STEPS).steps
         found[paper] = steps / best_seconds(lightning_run(spec, PAPER_STEPS), repeats=2)
     return found
-
-
-def copy_workflow(workdir: Path, target: Path) -> Path:
-    target.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW:
-        source = workdir / name
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, target / name)
-    return target
 
 
 def snakemake(workdir: Path, *args: str) -> None:
