@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from iclrepro import config, plan, store
 
 SCALES = config.SCALES
@@ -140,12 +138,13 @@ def remove(paths: list[Path]) -> None:
             path.unlink(missing_ok=True)
 
 
-
 def result_differences(expected: Path, found: Path) -> list[str]:
     """Where the cells' metrics and the claim verdicts under `found` differ from `expected`'s.
 
     Both are results directories of runs of the same config; equal means bitwise equal.
     """
+    import pandas as pd  # here, not at the top: `iclrepro cells` imports this module and stays light
+
     compared = [Path("cells", cell.name, "metrics.parquet") for cell in sorted((expected / "cells").iterdir())]
     compared += sorted(path.relative_to(expected) for path in (expected / "claims").glob("*.parquet"))
     differences = []
