@@ -24,6 +24,7 @@ import pyarrow as pa
 import torch
 
 from iclrepro import store
+from iclrepro.tasks import columns
 from iclrepro.tasks.fu2023_target import Target
 
 TARGET_SEED = 2307  # the fixed matrix S of sum_poly targets [ours]
@@ -87,17 +88,20 @@ def write_set(spec: dict, content: str, out) -> None:
     store.write_parquet(table, out, spec=spec, content=content)
 
 
+def _sizes(spec: dict) -> tuple[int, int]:
+    """(d, N) of a fu2023 data set's spec; KeyError or ValueError if it is not one."""
+    if spec["paper"] != "fu2023":
+        raise ValueError(f"made for {spec['paper']}")
+    return spec["d"], spec["N"]
+
+
 def read_set(path, content: str | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
     """(spec, {x (n, N+1, d), f (n,), y (n,)}); raises StoreError naming the file on a mismatch."""
-    table = store.read_parquet(path, content=content)
-    spec = store.parquet_spec(table, path)
-    if spec.get("paper") != "fu2023":
-        raise store.StoreError(f"{path}: not a fu2023 data set")
-    store.check_columns(table, _schema(spec["d"], spec["N"]), path)
+    table, spec, (d, N) = store.read_stored_set(path, content, _sizes, lambda sizes: _schema(*sizes),
+                                                "a fu2023 data set")
     if table.num_rows != spec["rows"]:
         raise store.StoreError(f"{path}: {table.num_rows} rows, the spec says {spec['rows']}")
-    x = table.column("x").combine_chunks().values.to_numpy(zero_copy_only=False)
-    columns = {"x": x.reshape(table.num_rows, spec["N"] + 1, spec["d"])}
-    columns.update({name: table.column(name).to_numpy() for name in ("f", "y")})
+    found = columns.tensors(table, {"x": (N + 1, d)})
     # np.array copies: torch warns on the read-only buffers Arrow hands out
-    return spec, {name: torch.from_numpy(np.array(value)) for name, value in columns.items()}
+    found.update({name: torch.from_numpy(np.array(table.column(name).to_numpy())) for name in ("f", "y")})
+    return spec, found
