@@ -18,3 +18,10 @@ def test_table_lists_every_figure_but_the_machine():
     assert bench.table(figures).splitlines()[2:] == [
         "| lightning_over_bare H=1 | 0.91 |", "| lightning_over_bare H=8 | 1.02 |",
         "| dryrun_s_10k_cells | 9.64 |", "| kills | 5 |", "| kills_lost_or_corrupted | 0 |"]
+
+
+def test_ensemble_step_breakdown_times_every_part_for_one_and_eight_seeds():
+    parts = bench.ensemble_step_us(updates=2)
+    assert sorted(parts) == sorted(f"S={S} {part}" for S in (1, 8)
+                                   for part in ("draw", "forward_backward", "optimizer"))
+    assert all(us > 0 for us in parts.values())

@@ -3,6 +3,7 @@
 * lightning_over_bare: steps/s of the pipeline's Lightning path over a bare torch loop
   (same cui2024 model, batch, optimiser and schedule; H = 1 and H = 8), setup included;
 * ensemble8_speedup: 8 seeds trained as one ensemble vs 8 single-seed runs in sequence;
+* ensemble_step_us: where an update's time goes (draw, forward + backward, optimizer), 1 vs 8 seeds;
 * steps_per_s: per paper, the largest quick-scale cell's model through the Lightning path;
 * dryrun_s_10k_cells: parse + `snakemake -n` of a synthetic 10,000-cell config;
 * peak_rss_mb: per rule kind, from the Snakemake benchmark records of the last run;
@@ -101,6 +102,31 @@ def ensemble8_speedup() -> float:
     together = best_seconds(lightning_run(cui2024_spec(1, list(range(8)))), repeats=2)
     alone = best_seconds(lambda: [lightning_run(cui2024_spec(1, [seed]))() for seed in range(8)], repeats=1)
     return alone / together
+
+
+def ensemble_step_us(seeds=(1, 8), updates: int = 200) -> dict[str, float]:
+    """Microseconds per update of the ensemble8 cell with 1 and 8 seeds, by part: drawing the
+    prompts, forward + backward, optimizer step. Each seed draws from its own generator (so
+    that it trains as it would alone), so the draw grows with the seeds however they are batched.
+    """
+    return {f"S={S} {part}": us for S in seeds for part, us in update_parts_us(S, updates).items()}
+
+
+def update_parts_us(seeds: int, updates: int) -> dict[str, float]:
+    objective = objective_of(cui2024_spec(1, list(range(seeds))))
+    optimizer = torch.optim.Adam(objective.model.parameters(), lr=1e-3)
+    batch = objective.draw()
+
+    def backward():
+        optimizer.zero_grad(set_to_none=True)
+        objective.loss(batch).sum().backward()
+
+    parts = {"draw": objective.draw, "forward_backward": backward, "optimizer": optimizer.step}
+    return {part: 1e6 * best_seconds(repeated(step, updates)) / updates for part, step in parts.items()}
+
+
+def repeated(step, times: int):
+    return lambda: [step() for _ in range(times)]
 
 
 def steps_per_s(workdir: Path) -> dict[str, float]:
@@ -215,6 +241,7 @@ def run(workdir: Path, results: Path, pipeline: bool, kills: int) -> dict:
                     "cpus": os.cpu_count(), "torch": torch.__version__},
         "lightning_over_bare": {"H=1": lightning_over_bare(1), "H=8": lightning_over_bare(8)},
         "ensemble8_speedup": ensemble8_speedup(),
+        "ensemble_step_us": ensemble_step_us(),
         "steps_per_s": steps_per_s(workdir),
         "dryrun_s_10k_cells": seconds, "dryrun_cells": cells,
         "peak_rss_mb": peak_rss_mb(results),

@@ -27,9 +27,8 @@ class Regression(core.Objective):
         self.model = build_model(spec).to(device)
 
     def draw(self):
-        prompts = [tasks.sample(self.scenario, self.D, self.batch, g, device=self.device)
-                   for g in self.generators]
-        return torch.stack([p["x"] for p in prompts]), torch.stack([p["y"] for p in prompts])
+        prompts = tasks.sample_ensemble(self.scenario, self.D, self.batch, self.generators, device=self.device)
+        return prompts["x"], prompts["y"]
 
     def loss(self, batch) -> torch.Tensor:
         x, y = batch
