@@ -1,7 +1,8 @@
 """`iclrepro bench`: the performance figures of issue-level targets, measured in one run.
 
 * lightning_over_bare: steps/s of the pipeline's Lightning path over a bare torch loop
-  (same cui2024 model, batch, optimiser and schedule; H = 1 and H = 8), setup included;
+  (same model, batch, optimiser and schedule; cui2024 with H = 1 and H = 8, and chen2024's
+  largest quick cell), setup included;
 * ensemble8_speedup: 8 seeds trained as one ensemble vs 8 single-seed runs in sequence;
 * ensemble_step_us: where an update's time goes (draw, forward + backward, optimizer), 1 vs 8 seeds;
 * steps_per_s: per paper, the largest quick-scale cell's model through the Lightning path;
@@ -75,12 +76,12 @@ def lightning_run(spec: dict, steps: int | None = None):
     return lambda: core.fit(objective_of(spec), optimisation_of(spec, steps), "bench", len(spec["seeds"]))
 
 
-def bare_run(spec: dict):
+def bare_run(spec: dict, steps: int | None = None):
     """The same training in a plain loop: no Lightning, no loss buffer, no checks."""
 
     def run():
         objective = objective_of(spec)
-        optimisation = optimisation_of(spec)
+        optimisation = optimisation_of(spec, steps)
         optimizer = torch.optim.Adam(objective.model.parameters(), lr=optimisation.lr)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, optimisation.factor)
         for _ in range(optimisation.steps):
@@ -93,9 +94,16 @@ def bare_run(spec: dict):
     return run
 
 
-def lightning_over_bare(H: int) -> float:
-    spec = cui2024_spec(H, [0])
-    return best_seconds(bare_run(spec)) / best_seconds(lightning_run(spec))
+def lightning_over_bare(spec: dict, steps: int | None = None) -> float:
+    return best_seconds(bare_run(spec, steps)) / best_seconds(lightning_run(spec, steps))
+
+
+def lightning_over_bare_figures(workdir: Path) -> dict[str, float]:
+    """cui2024's quick model with H = 1 and 8 (issue 8), and chen2024's largest quick cell (issue 3)."""
+    figures = {f"cui2024 H={H}": lightning_over_bare(cui2024_spec(H, [0])) for H in (1, 8)}
+    if "chen2024" in quick_config(workdir)["papers"]:
+        figures["chen2024"] = lightning_over_bare(largest_quick_cell(workdir, "chen2024"), PAPER_STEPS)
+    return figures
 
 
 def ensemble8_speedup() -> float:
@@ -129,14 +137,23 @@ def repeated(step, times: int):
     return lambda: [step() for _ in range(times)]
 
 
+def quick_config(workdir: Path) -> dict:
+    return config.load(workdir / "config.yaml", {"scale": "quick"}, workdir)
+
+
+def largest_quick_cell(workdir: Path, paper: str) -> dict:
+    """The spec of the paper's quick-scale cell with the largest estimated runtime."""
+    resolved = quick_config(workdir)
+    planner = importlib.import_module(REGISTRY[paper].planner)
+    cells = plan.build(dict(resolved, papers=[paper])).cells.values()
+    return max(cells, key=lambda node: planner.resources(node.spec)["runtime"]).spec
+
+
 def steps_per_s(workdir: Path) -> dict[str, float]:
-    """Per paper: the quick-scale cell with the largest estimated runtime, PAPER_STEPS steps."""
-    resolved = config.load(workdir / "config.yaml", {"scale": "quick"}, workdir)
+    """Per paper: its largest quick-scale cell through the Lightning path, PAPER_STEPS steps."""
     found = {}
-    for paper in resolved["papers"]:
-        planner = importlib.import_module(REGISTRY[paper].planner)
-        cells = [node for node in plan.build(dict(resolved, papers=[paper])).cells.values()]
-        spec = max(cells, key=lambda node: planner.resources(node.spec)["runtime"]).spec
+    for paper in quick_config(workdir)["papers"]:
+        spec = largest_quick_cell(workdir, paper)
         steps = optimisation_of(spec, PAPER_STEPS).steps
         found[paper] = steps / best_seconds(lightning_run(spec, PAPER_STEPS), repeats=2)
     return found
@@ -239,7 +256,7 @@ def run(workdir: Path, results: Path, pipeline: bool, kills: int) -> dict:
     figures = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "torch": torch.__version__},
-        "lightning_over_bare": {"H=1": lightning_over_bare(1), "H=8": lightning_over_bare(8)},
+        "lightning_over_bare": lightning_over_bare_figures(workdir),
         "ensemble8_speedup": ensemble8_speedup(),
         "ensemble_step_us": ensemble_step_us(),
         "steps_per_s": steps_per_s(workdir),
