@@ -5,6 +5,7 @@
   largest quick cell), setup included;
 * ensemble8_speedup: 8 seeds trained as one ensemble vs 8 single-seed runs in sequence;
 * ensemble_step_us: where an update's time goes (draw, forward + backward, optimizer), 1 vs 8 seeds;
+* ensemble_speedup_quick: per paper, its largest quick cell's seeds as one ensemble vs one by one;
 * steps_per_s: per paper, the largest quick-scale cell's model through the Lightning path;
 * dryrun_s_10k_cells: parse + `snakemake -n` of a synthetic 10,000-cell config;
 * peak_rss_mb: per rule kind, from the Snakemake benchmark records of the last run;
@@ -39,6 +40,7 @@ from iclrepro.workspace import copy_workflow
 
 BENCH_STEPS = 1500   # the quick scale's steps for cui2024
 PAPER_STEPS = 300    # steps timed per paper model
+ENSEMBLE_STEPS = 100  # steps timed per paper ensemble (deora2023's full-batch steps are slow)
 REPEATS = 3
 
 
@@ -106,10 +108,25 @@ def lightning_over_bare_figures(workdir: Path) -> dict[str, float]:
     return figures
 
 
+def ensemble_speedup(spec: dict, steps: int | None = None) -> float:
+    """Time to train the spec's seeds one at a time over the time to train them as one ensemble."""
+    together = best_seconds(lightning_run(spec, steps), repeats=2)
+    alone = [lightning_run(dict(spec, seeds=[seed]), steps) for seed in spec["seeds"]]
+    return best_seconds(lambda: [run() for run in alone], repeats=1) / together
+
+
 def ensemble8_speedup() -> float:
-    together = best_seconds(lightning_run(cui2024_spec(1, list(range(8)))), repeats=2)
-    alone = best_seconds(lambda: [lightning_run(cui2024_spec(1, [seed]))() for seed in range(8)], repeats=1)
-    return alone / together
+    return ensemble_speedup(cui2024_spec(1, list(range(8))))
+
+
+def ensemble_speedup_quick(workdir: Path) -> dict[str, float]:
+    """Per paper whose largest quick cell trains several seeds by gradient steps: its ensemble's speed-up."""
+    found = {}
+    for paper in quick_config(workdir)["papers"]:
+        spec = largest_quick_cell(workdir, paper)
+        if len(spec["seeds"]) > 1 and spec["training"]["optimisation"].get("optimizer") != "closed_form":
+            found[paper] = ensemble_speedup(spec, ENSEMBLE_STEPS)
+    return found
 
 
 def ensemble_step_us(seeds=(1, 8), updates: int = 200) -> dict[str, float]:
@@ -259,6 +276,7 @@ def run(workdir: Path, results: Path, pipeline: bool, kills: int) -> dict:
         "lightning_over_bare": lightning_over_bare_figures(workdir),
         "ensemble8_speedup": ensemble8_speedup(),
         "ensemble_step_us": ensemble_step_us(),
+        "ensemble_speedup_quick": ensemble_speedup_quick(workdir),
         "steps_per_s": steps_per_s(workdir),
         "dryrun_s_10k_cells": seconds, "dryrun_cells": cells,
         "peak_rss_mb": peak_rss_mb(results),
