@@ -68,3 +68,15 @@ def test_head_count_claim_uses_n_at_least_d():
     assert evaluation.claim_heads({"risk_vs_n": frame}, CFG)[0].passed
     frame.loc[3, "excess_risk"] = 0.6
     assert not evaluation.claim_heads({"risk_vs_n": frame}, CFG)[0].passed
+
+
+def dimension_frame(pto_at_largest_d):
+    risks = {"PtO (tuned T)": (0.1, pto_at_largest_d), "GD (tuned T)": (0.1, 0.5), "ridge": (0.05, 0.9)}
+    return pd.DataFrame([{"d": d, "method": method, "excess_risk": risk[index]}
+                         for method, risk in risks.items() for index, d in enumerate((8, 32))])
+
+
+def test_dimension_claim_compares_growth_with_the_slower_rival():
+    # GD grows 5x and ridge 18x: PtO passes below 5x growth and fails above it
+    assert evaluation.claim_dimension({"dimension": dimension_frame(0.3)}, CFG)[0].passed
+    assert not evaluation.claim_dimension({"dimension": dimension_frame(0.6)}, CFG)[0].passed

@@ -18,13 +18,14 @@ COLUMNS = {
     "prune_probe": PROBE_COLUMNS,
     "depth_noise": PROBE_COLUMNS,
     "algorithms": {"sigma", "n", "method", "source", "excess_risk", "eta", "T", "lam", "alpha"},
+    "dimension": {"d", "s", "n", "sigma", "method", "excess_risk", "eta", "T", "lam", "alpha"},
 }
 
 
 def test_every_figure_and_the_claims_are_written(workdir):
     assert_figures_written(workdir, "chen2024", {name: COLUMNS[name] for name in FIGURES})
     claims = written_claims(workdir, "chen2024")
-    assert len(claims) == 8 and set(claims["figure"]) == set(FIGURES)
+    assert len(claims) == 9 and set(claims["figure"]) == set(FIGURES)
 
 
 def test_tidy_data_records_models_and_tuned_baselines(workdir):
@@ -34,6 +35,8 @@ def test_tidy_data_records_models_and_tuned_baselines(workdir):
     algorithms = pd.read_parquet(figures / "algorithms.parquet")
     ridge = algorithms[algorithms["method"] == "ridge"]
     assert ridge["lam"].notna().all() and set(algorithms["source"]) == {"baseline", "trained", "theory"}
+    dimension = pd.read_parquet(figures / "dimension.parquet")
+    assert set(dimension["d"]) == {4, 8} and dimension.groupby("d")["method"].nunique().eq(7).all()
     importance = pd.read_parquet(figures / "importance.parquet")
     assert importance.groupby(["seed", "layer"])["share"].sum().round(6).eq(1).all()
 

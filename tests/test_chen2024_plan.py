@@ -23,7 +23,9 @@ def test_quick_cells_are_shared_between_figures(raw, schema):
                    for c in built.cells.values())
     assert heads == [(3, 0.1, 1), (3, 0.1, 4), (3, 0.5, 1), (3, 0.5, 4)]
     purposes = sorted(node.spec["purpose"] for node in built.nodes["data"].values())
-    assert purposes.count("tune") == 3 and purposes.count("probe") == 2
+    # tune sets: one per algorithms sigma at d = 8, plus the dimension figure's d = 16 and 32
+    # (its d = 8 set at sigma = 0.1 is the algorithms figure's)
+    assert purposes.count("tune") == 5 and purposes.count("probe") == 2
 
 
 def test_paper_scale_runs_on_the_configured_accelerator(raw, schema):
@@ -41,6 +43,7 @@ def test_paper_scale_runs_on_the_configured_accelerator(raw, schema):
     ("heads", lambda b: b.update(heads=[1, 3]), "do not divide"),
     ("figures.algorithms.n", lambda b: b["figures"]["algorithms"].update(n=[4, 400]), "exceed"),
     ("model.layers", lambda b: b["model"].update(layers=1), "at least 2 layers"),
+    ("figures.dimension.d", lambda b: b["figures"]["dimension"].update(d=[2, 16]), "below the sparsity"),
 ])
 def test_plan_errors_name_the_key(raw, schema, key, edit, message):
     with pytest.raises(plan.PlanError, match=f"config chen2024.{key}: .*{message}"):

@@ -12,6 +12,7 @@ every prefix at once, spec §3). Figures:
                the depth/noise variant is the same table over several (L, sigma) (appendix)
 * algorithms:  PtO vs GD vs ridge vs Lasso vs OLS across n and sigma, hyperparameters tuned on
                a held-out set and recorded per row (spec §5, the p.8 figure)
+* dimension:   the same algorithms against d at fixed s, n and sigma (appendix pp.32-33)
 """
 
 from __future__ import annotations
@@ -244,6 +245,16 @@ def algorithms(spec: dict, layout: store.Layout) -> pd.DataFrame:
     return frame.reindex(columns=["sigma", "n", "method", "source", "excess_risk", "eta", "T", "lam", "alpha"])
 
 
+def dimension(spec: dict, layout: store.Layout) -> pd.DataFrame:
+    """Per d: every baseline at the prompts' n, tuned on that d's own held-out set."""
+    frames = []
+    for entry in spec["sets"]:
+        sets = (prompts_of(layout, entry["tune"]), prompts_of(layout, entry["test"]))
+        frames.append(pd.DataFrame(baseline_rows(sets, spec["n"], spec)).assign(d=entry["d"]))
+    frame = pd.concat(frames, ignore_index=True).assign(n=spec["n"], s=spec["s"], sigma=spec["sigma"])
+    return frame.reindex(columns=["d", "s", "n", "sigma", "method", "excess_risk", "eta", "T", "lam", "alpha"])
+
+
 # ---------------------------------------------------------------------------
 # Claims (spec §4, §6; issue 3) on the tidy data
 # ---------------------------------------------------------------------------
@@ -313,6 +324,20 @@ def claims_pto(figs, cfg) -> list[verdicts.Claim]:
     return found
 
 
+def claim_dimension(figs, cfg) -> list[verdicts.Claim]:
+    """PtO's risk grows with d more slowly than tuned GD's and ridge's (spec §6-7: like log d vs d)."""
+    risk = figs["dimension"].pivot_table(index="d", columns="method", values="excess_risk")
+    growth = risk.iloc[-1] / risk.iloc[0]
+    rivals = growth[["GD (tuned T)", "ridge"]]
+    measured = float(growth["PtO (tuned T)"] / rivals.min())
+    d_min, d_max = risk.index.min(), risk.index.max()
+    return [verdicts.Claim(
+        "pto_grows_slowest_with_d", "dimension", f"PtO's risk grows with d more slowly than GD's and ridge's "
+        f"(d = {d_min} to {d_max}; risk growth: PtO {growth['PtO (tuned T)']:.3g}, GD {rivals.iloc[0]:.3g}, "
+        f"ridge {rivals.iloc[1]:.3g})", measured,
+        "risk(d max) / risk(d min) of PtO over the smaller of GD's and ridge's < 1", measured < 1)]
+
+
 def claim_heads(figs, cfg) -> list[verdicts.Claim]:
     risk = figs["risk_vs_n"].groupby(["H", "n"])["excess_risk"].mean().unstack("H")
     most, fewest = risk.columns.max(), risk.columns.min()
@@ -323,7 +348,7 @@ def claim_heads(figs, cfg) -> list[verdicts.Claim]:
         worst, f"worst risk(H = {most}) / risk(H = {fewest}) over n >= {cfg['d']} < 1", worst < 1)]
 
 
-CLAIMS = (claims_heads, claims_pruning, claims_pto, claim_heads)
+CLAIMS = (claims_heads, claims_pruning, claims_pto, claim_dimension, claim_heads)
 
 
 def claims(spec: dict, node_id: str, results: str, out: str) -> None:
@@ -333,7 +358,8 @@ def claims(spec: dict, node_id: str, results: str, out: str) -> None:
     verdicts.write(PAPER, [claim for check in CLAIMS for claim in check(figs, spec["claims"])], spec, node_id, out)
 
 
-KINDS = {"risk_vs_n": risk_vs_n, "importance": importance, "prune_probe": prune_probe, "algorithms": algorithms}
+KINDS = {"risk_vs_n": risk_vs_n, "importance": importance, "prune_probe": prune_probe, "algorithms": algorithms,
+         "dimension": dimension}
 
 
 def tidy(spec: dict, node_id: str, results: str, out: str) -> None:

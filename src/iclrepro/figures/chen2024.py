@@ -78,8 +78,26 @@ def draw_algorithms(frame):
     return fig
 
 
+def draw_dimension(frame):
+    """Appendix pp.32-33: excess risk against d (log-log) per method at fixed s, n and sigma."""
+    fig, axes = common.panels(1, width=4.6)
+    ax = axes[0, 0]
+    methods = list(dict.fromkeys(frame["method"]))
+    sns.lineplot(data=frame[frame["excess_risk"] > 0], x="d", y="excess_risk", hue="method", hue_order=methods,
+                 style="method", style_order=methods, markers=True, dashes=False, ax=ax)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(sorted(frame["d"].unique()), labels=[str(d) for d in sorted(frame["d"].unique())])
+    ax.set_xlabel("dimension d")
+    ax.set_ylabel("excess risk")
+    first = frame.iloc[0]
+    ax.set_title(f"s = {first['s']}, n = {first['n']}, sigma = {first['sigma']:g}", fontsize=8)
+    ax.legend(fontsize=6)
+    return fig
+
+
 FIGURES = {"risk_vs_n": draw_risk_vs_n, "importance": draw_importance, "prune_probe": draw_probes,
-           "algorithms": draw_algorithms}
+           "algorithms": draw_algorithms, "dimension": draw_dimension}
 
 
 def draw(spec: dict, node_id: str, tidy: str, out_png: str, out_pdf: str) -> None:

@@ -3,7 +3,8 @@
 Figures (spec §6): risk_vs_n (Fig. 1b: one cell per head count), importance (Fig. 1c: the
 multi-head cell), prune_probe (Fig. 1d: the multi-head and single-head cells at the main
 depth and noise), depth_noise (appendix: the same over a grid of depths and noise levels)
-and algorithms (p.8: PtO, GD, ridge, Lasso, OLS per noise level, with the transformer).
+algorithms (p.8: PtO, GD, ridge, Lasso, OLS per noise level, with the transformer) and
+dimension (appendix pp.32-33: the same algorithms against d at fixed s, n and sigma).
 A cell is one (depth L, heads H, noise sigma); cells shared by figures are trained once.
 Each noise level has three prompt sets with their own seeds: test (scoring), tune
 (baseline hyperparameters) and probe (fitting the linear probes, choosing pruned heads).
@@ -14,7 +15,8 @@ from __future__ import annotations
 from iclrepro import plan
 
 PAPER = "chen2024"
-FIGURES = ("risk_vs_n", "importance", "prune_probe", "depth_noise", "algorithms")
+FIGURES = ("risk_vs_n", "importance", "prune_probe", "depth_noise", "algorithms", "dimension")
+GRIDS = ("eta", "steps", "ridge_lambda", "lasso_alpha", "lasso_steps")  # the algorithms' tuning grids
 SEED_OFFSETS = {"test": 0, "tune": 1, "probe": 2}  # a distinct stream per purpose
 
 
@@ -46,12 +48,15 @@ class Planner:
         shallow = [v for v in b["figures"]["depth_noise"]["variants"] if v["layers"] < 2]
         if shallow:
             self.fail("figures.depth_noise.variants", f"{shallow}: pruning and probing need at least 2 layers")
+        narrow = [d for d in b["figures"]["dimension"]["d"] if d < b["s"]]
+        if narrow:
+            self.fail("figures.dimension.d", f"{narrow} are below the sparsity s = {b['s']}")
 
-    def task(self, sigma: float) -> dict:
-        return {"d": self.block["d"], "s": self.block["s"], "sigma": sigma, "n": self.block["n"]}
+    def task(self, sigma: float, d: int | None = None) -> dict:
+        return {"d": d or self.block["d"], "s": self.block["s"], "sigma": sigma, "n": self.block["n"]}
 
-    def prompt_set(self, sigma: float, purpose: str) -> plan.Node:
-        spec = {"paper": PAPER, "task": self.task(sigma), "purpose": purpose,
+    def prompt_set(self, sigma: float, purpose: str, d: int | None = None) -> plan.Node:
+        spec = {"paper": PAPER, "task": self.task(sigma, d), "purpose": purpose,
                 "prompts": self.block[f"{purpose}_prompts"], "seed": self.block["test_seed"] + SEED_OFFSETS[purpose]}
         return plan.make("data", PAPER, spec)
 
@@ -87,11 +92,21 @@ class Planner:
         theory = plan.make("theory", PAPER, {"d": self.block["d"], "sigmas": settings["sigmas"], "n": settings["n"]},
                            name=f"ols_d{self.block['d']}")
         spec = {"n": settings["n"], "T_layers": self.block["model"]["layers"] - 1, "theory": theory.name,
-                "grids": {key: settings[key] for key in ("eta", "steps", "ridge_lambda", "lasso_alpha", "lasso_steps")},
+                "grids": {key: settings[key] for key in GRIDS},
                 "sets": [{"sigma": sigma, "tune": tune.id, "test": test.id} for sigma, (tune, test) in sets.items()],
                 "transformers": [{"cell": main.id, "H": main.spec["model"]["heads"], "sigma": self.block["sigma"]}]}
         inputs = [node for pair in sets.values() for node in pair] + [main, theory]
         return self.tidy("algorithms", "algorithms", spec, inputs)
+
+    def dimension(self) -> plan.Node:
+        """The algorithms at the prompts' n against d (fixed s and sigma), each d with its own sets."""
+        sigma, settings = self.block["figures"]["dimension"]["sigma"], self.block["figures"]["algorithms"]
+        sets = {d: (self.prompt_set(sigma, "tune", d), self.prompt_set(sigma, "test", d))
+                for d in self.block["figures"]["dimension"]["d"]}
+        spec = {"n": self.block["n"], "s": self.block["s"], "sigma": sigma,
+                "T_layers": self.block["model"]["layers"] - 1, "grids": {key: settings[key] for key in GRIDS},
+                "sets": [{"d": d, "tune": tune.id, "test": test.id} for d, (tune, test) in sets.items()]}
+        return self.tidy("dimension", "dimension", spec, [node for pair in sets.values() for node in pair])
 
     def nodes(self) -> list[plan.Node]:
         b = self.block
@@ -108,6 +123,7 @@ class Planner:
             "prune_probe": self.probing("prune_probe", [(L, sigma)]),
             "depth_noise": self.probing("depth_noise", variants),
             "algorithms": self.algorithms(main),
+            "dimension": self.dimension(),
         }
         return plan.figures_and_claims(PAPER, tidy, {"claims": {**b["claims"], "d": b["d"]}})
 
