@@ -60,6 +60,14 @@ def draw_probes(frame):
     return fig
 
 
+def method_lines(ax, rows, x: str, methods: list[str]) -> None:
+    """Excess risk (log) against `x`, one marked line per baseline method in `methods`' order."""
+    sns.lineplot(data=rows, x=x, y="excess_risk", hue="method", hue_order=methods, style="method",
+                 style_order=methods, markers=True, dashes=False, ax=ax)
+    ax.set_yscale("log")
+    ax.set_ylabel("excess risk")
+
+
 def draw_algorithms(frame):
     """p.8 figure: excess risk against n per method, one panel per sigma; OLS theory dashed."""
     sigmas = sorted(frame["sigma"].unique())
@@ -67,12 +75,9 @@ def draw_algorithms(frame):
     methods = [m for m in dict.fromkeys(frame["method"]) if m != "OLS theory"]
     for ax, sigma in zip(axes[0], sigmas, strict=True):
         rows = frame[(frame["sigma"] == sigma) & (frame["excess_risk"] > 0)]
-        sns.lineplot(data=rows[rows["source"] != "theory"], x="n", y="excess_risk", hue="method", hue_order=methods,
-                     style="method", style_order=methods, markers=True, dashes=False, ax=ax)
+        method_lines(ax, rows[rows["source"] != "theory"], "n", methods)
         common.reference_lines(ax, rows[rows["source"] == "theory"], "n", "excess_risk", "method", "--")
-        ax.set_yscale("log")
         ax.set_xlabel("in-context examples n")
-        ax.set_ylabel("excess risk")
         ax.set_title(f"sigma = {sigma:g}", fontsize=8)
         ax.legend(fontsize=6)
     return fig
@@ -82,14 +87,10 @@ def draw_dimension(frame):
     """Appendix pp.32-33: excess risk against d (log-log) per method at fixed s, n and sigma."""
     fig, axes = common.panels(1, width=4.6)
     ax = axes[0, 0]
-    methods = list(dict.fromkeys(frame["method"]))
-    sns.lineplot(data=frame[frame["excess_risk"] > 0], x="d", y="excess_risk", hue="method", hue_order=methods,
-                 style="method", style_order=methods, markers=True, dashes=False, ax=ax)
+    method_lines(ax, frame[frame["excess_risk"] > 0], "d", list(dict.fromkeys(frame["method"])))
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
     ax.set_xticks(sorted(frame["d"].unique()), labels=[str(d) for d in sorted(frame["d"].unique())])
     ax.set_xlabel("dimension d")
-    ax.set_ylabel("excess risk")
     first = frame.iloc[0]
     ax.set_title(f"s = {first['s']}, n = {first['n']}, sigma = {first['sigma']:g}", fontsize=8)
     ax.legend(fontsize=6)

@@ -91,20 +91,24 @@ class Planner:
         sets = {sigma: (self.prompt_set(sigma, "tune"), self.prompt_set(sigma, "test")) for sigma in settings["sigmas"]}
         theory = plan.make("theory", PAPER, {"d": self.block["d"], "sigmas": settings["sigmas"], "n": settings["n"]},
                            name=f"ols_d{self.block['d']}")
-        spec = {"n": settings["n"], "T_layers": self.block["model"]["layers"] - 1, "theory": theory.name,
-                "grids": {key: settings[key] for key in GRIDS},
+        spec = {"n": settings["n"], "theory": theory.name, **self.tuning(),
                 "sets": [{"sigma": sigma, "tune": tune.id, "test": test.id} for sigma, (tune, test) in sets.items()],
                 "transformers": [{"cell": main.id, "H": main.spec["model"]["heads"], "sigma": self.block["sigma"]}]}
         inputs = [node for pair in sets.values() for node in pair] + [main, theory]
         return self.tidy("algorithms", "algorithms", spec, inputs)
 
+    def tuning(self) -> dict:
+        """What the baselines of the algorithms and dimension figures are tuned over: their grids,
+        and T = L - 1, the GD steps a transformer of the main depth can run (one per later layer)."""
+        settings = self.block["figures"]["algorithms"]
+        return {"T_layers": self.block["model"]["layers"] - 1, "grids": {key: settings[key] for key in GRIDS}}
+
     def dimension(self) -> plan.Node:
         """The algorithms at the prompts' n against d (fixed s and sigma), each d with its own sets."""
-        sigma, settings = self.block["figures"]["dimension"]["sigma"], self.block["figures"]["algorithms"]
+        sigma = self.block["figures"]["dimension"]["sigma"]
         sets = {d: (self.prompt_set(sigma, "tune", d), self.prompt_set(sigma, "test", d))
                 for d in self.block["figures"]["dimension"]["d"]}
-        spec = {"n": self.block["n"], "s": self.block["s"], "sigma": sigma,
-                "T_layers": self.block["model"]["layers"] - 1, "grids": {key: settings[key] for key in GRIDS},
+        spec = {"n": self.block["n"], "s": self.block["s"], "sigma": sigma, **self.tuning(),
                 "sets": [{"d": d, "tune": tune.id, "test": test.id} for d, (tune, test) in sets.items()]}
         return self.tidy("dimension", "dimension", spec, [node for pair in sets.values() for node in pair])
 
