@@ -100,11 +100,11 @@ def lightning_over_bare(spec: dict, steps: int | None = None) -> float:
     return best_seconds(bare_run(spec, steps)) / best_seconds(lightning_run(spec, steps))
 
 
-def lightning_over_bare_figures(workdir: Path) -> dict[str, float]:
+def lightning_over_bare_figures(quick_cells: dict[str, dict]) -> dict[str, float]:
     """cui2024's quick model with H = 1 and 8 (issue 8), and chen2024's largest quick cell (issue 3)."""
     figures = {f"cui2024 H={H}": lightning_over_bare(cui2024_spec(H, [0])) for H in (1, 8)}
-    if "chen2024" in quick_config(workdir)["papers"]:
-        figures["chen2024"] = lightning_over_bare(largest_quick_cell(workdir, "chen2024"), PAPER_STEPS)
+    if "chen2024" in quick_cells:
+        figures["chen2024"] = lightning_over_bare(quick_cells["chen2024"], PAPER_STEPS)
     return figures
 
 
@@ -119,11 +119,10 @@ def ensemble8_speedup() -> float:
     return ensemble_speedup(cui2024_spec(1, list(range(8))))
 
 
-def ensemble_speedup_quick(workdir: Path) -> dict[str, float]:
+def ensemble_speedup_quick(quick_cells: dict[str, dict]) -> dict[str, float]:
     """Per paper whose largest quick cell trains several seeds by gradient steps: its ensemble's speed-up."""
     found = {}
-    for paper in quick_config(workdir)["papers"]:
-        spec = largest_quick_cell(workdir, paper)
+    for paper, spec in quick_cells.items():
         if len(spec["seeds"]) > 1 and spec["training"]["optimisation"].get("optimizer") != "closed_form":
             found[paper] = ensemble_speedup(spec, ENSEMBLE_STEPS)
     return found
@@ -154,23 +153,21 @@ def repeated(step, times: int):
     return lambda: [step() for _ in range(times)]
 
 
-def quick_config(workdir: Path) -> dict:
-    return config.load(workdir / "config.yaml", {"scale": "quick"}, workdir)
+def largest_quick_cells(workdir: Path) -> dict[str, dict]:
+    """Per configured paper, the spec of its quick-scale cell with the largest estimated runtime."""
+    resolved = config.load(workdir / "config.yaml", {"scale": "quick"}, workdir)
+    found = {}
+    for paper in resolved["papers"]:
+        planner = importlib.import_module(REGISTRY[paper].planner)
+        cells = plan.build(dict(resolved, papers=[paper])).cells.values()
+        found[paper] = max(cells, key=lambda node: planner.resources(node.spec)["runtime"]).spec
+    return found
 
 
-def largest_quick_cell(workdir: Path, paper: str) -> dict:
-    """The spec of the paper's quick-scale cell with the largest estimated runtime."""
-    resolved = quick_config(workdir)
-    planner = importlib.import_module(REGISTRY[paper].planner)
-    cells = plan.build(dict(resolved, papers=[paper])).cells.values()
-    return max(cells, key=lambda node: planner.resources(node.spec)["runtime"]).spec
-
-
-def steps_per_s(workdir: Path) -> dict[str, float]:
+def steps_per_s(quick_cells: dict[str, dict]) -> dict[str, float]:
     """Per paper: its largest quick-scale cell through the Lightning path, PAPER_STEPS steps."""
     found = {}
-    for paper in quick_config(workdir)["papers"]:
-        spec = largest_quick_cell(workdir, paper)
+    for paper, spec in quick_cells.items():
         steps = optimisation_of(spec, PAPER_STEPS).steps
         found[paper] = steps / best_seconds(lightning_run(spec, PAPER_STEPS), repeats=2)
     return found
@@ -270,14 +267,15 @@ def kill_and_resume(workdir: Path, kills: int, seed: int = 0) -> dict[str, int]:
 def run(workdir: Path, results: Path, pipeline: bool, kills: int) -> dict:
     core.configure_threads(1)
     seconds, cells = dryrun_seconds(workdir)
+    quick_cells = largest_quick_cells(workdir)
     figures = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "torch": torch.__version__},
-        "lightning_over_bare": lightning_over_bare_figures(workdir),
+        "lightning_over_bare": lightning_over_bare_figures(quick_cells),
         "ensemble8_speedup": ensemble8_speedup(),
         "ensemble_step_us": ensemble_step_us(),
-        "ensemble_speedup_quick": ensemble_speedup_quick(workdir),
-        "steps_per_s": steps_per_s(workdir),
+        "ensemble_speedup_quick": ensemble_speedup_quick(quick_cells),
+        "steps_per_s": steps_per_s(quick_cells),
         "dryrun_s_10k_cells": seconds, "dryrun_cells": cells,
         "peak_rss_mb": peak_rss_mb(results),
     }
