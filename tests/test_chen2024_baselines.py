@@ -1,5 +1,6 @@
 """chen2024 baselines and theory: closed forms, an independent reference (scipy), PtO = GD on
-rescaled features, Lasso optimality, and the sparse task's prior."""
+rescaled features, Lasso optimality, the sparse task's prior, and the GD / PtO steps drawn
+beside the probes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import scipy.linalg
 import torch
 
 from iclrepro.baselines import regression
+from iclrepro.evaluation import chen2024 as evaluation
 from iclrepro.tasks import chen2024 as tasks
 from iclrepro.theory import chen2024 as theory
 
@@ -105,3 +107,25 @@ def test_task_vectors_are_s_sparse():
     assert ((data["w_star"] != 0).sum(-1) == 3).all()
     assert torch.allclose(data["y"], tasks.clean(data))
     assert float((data["w_star"] ** 2).sum(-1).mean()) == pytest.approx(3, rel=0.15)
+
+
+def test_probe_overlay_runs_a_step_per_layer_tuned_on_the_first_set():
+    """At layer l: GD after l steps, PtO after l - 1 (layer 1 preprocesses); each step size is
+    the best of the grid on the first (probe-training) set, the risk is that of the second."""
+    n, etas = 10, [0.05, 0.2, 1.0]
+    task = tasks.Task(d=6, s=2, n=n, sigma=0.1)
+    tune, test = (tasks.sample(task, 300, torch.Generator().manual_seed(seed)) for seed in (1, 2))
+
+    def risk(prompts, method, eta, steps):
+        x, y = prompts["x"][:, :n].double(), prompts["y"][:, :n].double()
+        w = method(x, y, eta, steps)[-1]
+        return float((((w - prompts["w_star"].double()) * prompts["x"][:, n].double()).sum(-1) ** 2).mean())
+
+    rows = evaluation.step_rows((tune, test), n, etas, layers=3)
+    methods = {evaluation.GD_STEPS: (regression.gd_path, 0), evaluation.PTO_STEPS: (regression.pto_path, 1)}
+    assert [list(rows.loc[rows["model"] == label, "layer"]) for label in methods] == [[1, 2, 3], [2, 3]]
+    for row in rows.itertuples():
+        method, preprocessing = methods[row.model]
+        steps = row.layer - preprocessing
+        assert row.eta == etas[int(np.argmin([risk(tune, method, eta, steps) for eta in etas]))]
+        assert row.probe_risk == pytest.approx(risk(test, method, row.eta, steps), rel=1e-9)

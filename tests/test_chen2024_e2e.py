@@ -11,7 +11,7 @@ from iclrepro.papers.chen2024 import FIGURES
 
 pytestmark = pytest.mark.e2e
 
-PROBE_COLUMNS = {"L", "sigma", "n", "model", "seed", "layer", "probe_risk", "output_risk"}
+PROBE_COLUMNS = {"L", "sigma", "n", "model", "seed", "layer", "probe_risk", "output_risk", "eta"}
 COLUMNS = {
     "risk_vs_n": {"H", "seed", "n", "excess_risk"},
     "importance": {"seed", "layer", "head", "risk", "risk_full", "importance", "share", "rank", "n"},
@@ -31,7 +31,8 @@ def test_every_figure_and_the_claims_are_written(workdir):
 def test_tidy_data_records_models_and_tuned_baselines(workdir):
     figures = workdir / "results" / "figures" / "chen2024"
     probes = pd.read_parquet(figures / "depth_noise.parquet")
-    assert set(probes["model"]) == {"full", "pruned", "single-head"} and set(probes["sigma"]) == {0.1, 0.5}
+    assert set(probes["model"]) == {"full", "pruned", "single-head", "GD, l steps", "PtO, l - 1 steps"}
+    assert set(probes["sigma"]) == {0.1, 0.5} and probes.loc[probes["model"].str.contains("steps"), "eta"].notna().all()
     algorithms = pd.read_parquet(figures / "algorithms.parquet")
     ridge = algorithms[algorithms["method"] == "ridge"]
     assert ridge["lam"].notna().all() and set(algorithms["source"]) == {"baseline", "trained", "theory"}

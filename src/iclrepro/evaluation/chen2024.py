@@ -8,7 +8,8 @@ every prefix at once, spec §3). Figures:
 * importance:  head masking (spec §4.1): I_{l,h} = R_{l,h} - R_full, clipped at 0 and
                normalised within each layer (Fig. 1c)
 * prune_probe: pruning (every head of layer 1, the top head of each later layer) and
-               per-layer linear probes of the query's residual stream (spec §4.2-4.3, Fig. 1d);
+               per-layer linear probes of the query's residual stream (spec §4.2-4.3, Fig. 1d),
+               with GD after l steps and PtO after l - 1 at layer l (spec §6 overlay);
                the depth/noise variant is the same table over several (L, sigma) (appendix)
 * algorithms:  PtO vs GD vs ridge vs Lasso vs OLS across n and sigma, hyperparameters tuned on
                a held-out set and recorded per row (spec §5, the p.8 figure)
@@ -30,6 +31,7 @@ from iclrepro.tasks import chen2024 as tasks
 
 PAPER = "chen2024"
 FULL, PRUNED, SINGLE = "full", "pruned", "single-head"
+GD_STEPS, PTO_STEPS = "GD, l steps", "PtO, l - 1 steps"   # the probe figures' algorithm rows
 
 
 def prompts_of(layout: store.Layout, data_id: str) -> dict[str, torch.Tensor]:
@@ -142,8 +144,25 @@ def probe_rows(label: str, seeds, model, prompts: tuple, n: int, ridge: float, m
                          "probe_risk": probe.reshape(-1), "output_risk": output[seed.reshape(-1)]})
 
 
+def step_rows(sets: tuple, n: int, etas, layers: int) -> pd.DataFrame:
+    """The algorithms a layer would run by the theory (spec §6, the p.8 overlay): at layer l,
+    GD after l steps and PtO after l - 1 (layer 1 preprocesses, each later layer is one step).
+    The step size is tuned per step count on the first set (the probe-training set) and the
+    risk scored on the second (the test set), like the probes."""
+    rows = []
+    for label, method, preprocessing_layers in ((GD_STEPS, regression.gd_path, 0),
+                                                 (PTO_STEPS, regression.pto_path, 1)):
+        tuned, scored = (path_risks(method, prompts, n, etas, layers) for prompts in sets)   # (E, T) each
+        for layer in range(preprocessing_layers + 1, layers + 1):
+            step = layer - preprocessing_layers - 1
+            best = int(tuned[:, step].argmin())
+            rows.append({"model": label, "layer": layer, "probe_risk": float(scored[best, step]), "eta": etas[best]})
+    return pd.DataFrame(rows)
+
+
 def variant_rows(entry: dict, spec: dict, layout: store.Layout) -> pd.DataFrame:
-    """Full, pruned (chosen by importance on the probe-training set) and single-head models."""
+    """Full, pruned (chosen by importance on the probe-training set) and single-head models,
+    and the GD / PtO steps their layers are compared with."""
     sets = (prompts_of(layout, entry["probe"]), prompts_of(layout, entry["data"]))
     n, ridge = spec["n"], spec["ridge"]
     full_spec, full = models.load_cell(layout.cell_dir(entry["full"]))
@@ -151,12 +170,14 @@ def variant_rows(entry: dict, spec: dict, layout: store.Layout) -> pd.DataFrame:
     single_spec, single = models.load_cell(layout.cell_dir(entry["single"]))
     frames = [probe_rows(FULL, full_spec["seeds"], full, sets, n, ridge),
               probe_rows(PRUNED, full_spec["seeds"], full, sets, n, ridge, mask),
-              probe_rows(SINGLE, single_spec["seeds"], single, sets, n, ridge)]
+              probe_rows(SINGLE, single_spec["seeds"], single, sets, n, ridge),
+              step_rows(sets, n, spec["eta"], entry["L"])]
     return pd.concat(frames, ignore_index=True).assign(L=entry["L"], sigma=entry["sigma"], n=n)
 
 
 def prune_probe(spec: dict, layout: store.Layout) -> pd.DataFrame:
-    return pd.concat([variant_rows(entry, spec, layout) for entry in spec["variants"]], ignore_index=True)
+    frame = pd.concat([variant_rows(entry, spec, layout) for entry in spec["variants"]], ignore_index=True)
+    return frame.astype({"seed": "Int64"})   # the algorithm rows have no seed
 
 
 # ---------------------------------------------------------------------------
@@ -281,6 +302,7 @@ def claims_heads(figs, cfg) -> list[verdicts.Claim]:
 
 def output_risks(frame: pd.DataFrame) -> pd.DataFrame:
     """Seed-mean output risk per (L, sigma) and model: columns full, pruned, single-head."""
+    frame = frame[frame["model"].isin([FULL, PRUNED, SINGLE])]
     last = frame[frame["layer"] == frame.groupby(["L", "sigma"])["layer"].transform("max")]
     return last.groupby(["L", "sigma", "model"])["output_risk"].mean().unstack("model")
 

@@ -40,13 +40,16 @@ def draw_importance(frame):
 
 def draw_probes(frame):
     """Fig. 1(d) and the depth/noise variant: probe risk against layer for the full, pruned
-    and single-head models, one panel per (L, sigma); the models' own output risks as stars."""
+    and single-head models, one panel per (L, sigma); the models' own output risks as stars;
+    dashed: GD after l steps and PtO after l - 1 (the theory's algorithm at layer l)."""
     variants = list(frame.groupby(["L", "sigma"]).groups)
     fig, axes = common.panels(len(variants), width=3.6)
     for ax, (L, sigma) in zip(axes[0], variants, strict=True):
         rows = frame[(frame["L"] == L) & (frame["sigma"] == sigma)]
-        sns.lineplot(data=rows, x="layer", y="probe_risk", hue="model", hue_order=MODEL_ORDER, style="model",
-                     markers=True, dashes=False, errorbar="sd", ax=ax)
+        trained = rows["model"].isin(MODEL_ORDER)
+        sns.lineplot(data=rows[trained], x="layer", y="probe_risk", hue="model", hue_order=MODEL_ORDER,
+                     style="model", markers=True, dashes=False, errorbar="sd", ax=ax)
+        common.reference_lines(ax, rows[~trained], "layer", "probe_risk", "model", "--")
         outputs = rows.groupby("model")["output_risk"].mean()
         for index, model in enumerate(MODEL_ORDER):
             if model in outputs:

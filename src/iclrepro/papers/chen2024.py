@@ -75,7 +75,8 @@ class Planner:
         return plan.make("tidy", PAPER, {"figure": figure, "kind": kind, **spec}, name=figure, inputs=tuple(inputs))
 
     def probing(self, figure: str, grid) -> plan.Node:
-        """Pruning and probing of the multi-head and single-head cells at each (L, sigma) of `grid`."""
+        """Pruning and probing of the multi-head and single-head cells at each (L, sigma) of `grid`,
+        beside GD and PtO run for as many steps as the layers (step sizes from the algorithms' grid)."""
         variants, inputs = [], []
         for layers, sigma in grid:
             full, single = self.cell(layers, max(self.block["heads"]), sigma), self.cell(layers, 1, sigma)
@@ -83,7 +84,8 @@ class Planner:
             variants.append({"L": layers, "sigma": sigma, "full": full.id, "single": single.id,
                              "data": test.id, "probe": probe.id})
             inputs += [full, single, test, probe]
-        spec = {"variants": variants, "n": self.block["analysis_n"], "ridge": self.block["probe_ridge"]}
+        spec = {"variants": variants, "n": self.block["analysis_n"], "ridge": self.block["probe_ridge"],
+                "eta": self.block["figures"]["algorithms"]["eta"]}   # the GD / PtO steps drawn beside the probes
         return self.tidy(figure, "prune_probe", spec, inputs)
 
     def algorithms(self, main: plan.Node) -> plan.Node:
