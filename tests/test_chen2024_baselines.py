@@ -22,6 +22,11 @@ def problem(n=12, d=6, prompts=5, seed=0):
     return x, y
 
 
+def path(steps_of, x, y, eta, T):
+    """(T, N, d): the iterates of regression.gd_steps / pto_steps with the one step size eta."""
+    return torch.stack([w[0] for w in steps_of(x, y, [eta], T)])
+
+
 def test_ridge_and_ols_match_scipy():
     x, y = problem()
     lam = 0.3
@@ -40,22 +45,24 @@ def test_min_norm_ols_when_n_below_d():
     assert np.allclose(w[0].numpy(), scipy.linalg.lstsq(x[0].numpy(), y[0].numpy())[0], atol=1e-10)
 
 
-def test_gd_matches_its_closed_form():
+def test_gd_matches_its_closed_form_for_every_step_size_at_once():
     x, y = problem()
-    eta, T = 0.3, 6
-    path = regression.gd_path(x, y, eta, T)
+    etas, T = [0.3, 0.05, 0.8], 6
+    first, *_, last = regression.gd_steps(x, y, etas, T)                               # (E, N, d) each
     n, d = x.shape[-2:]
     sigma_hat = x.transpose(-1, -2) @ x / n
-    step = torch.eye(d, dtype=x.dtype) - eta * sigma_hat
     b = (x.transpose(-1, -2) @ y.unsqueeze(-1)) / n
-    closed = sum(eta * torch.linalg.matrix_power(step, k) @ b for k in range(T)).squeeze(-1)
-    assert torch.allclose(path[-1], closed, atol=1e-12)
-    assert torch.allclose(path[0], eta * b.squeeze(-1), atol=1e-12)   # one step = one linear-attention layer
+    for index, eta in enumerate(etas):
+        step = torch.eye(d, dtype=x.dtype) - eta * sigma_hat
+        closed = sum(eta * torch.linalg.matrix_power(step, k) @ b for k in range(T)).squeeze(-1)
+        assert torch.allclose(last[index], closed, atol=1e-12)
+        assert torch.allclose(first[index], eta * b.squeeze(-1), atol=1e-12)   # one step = one linear-attention layer
 
 
 def test_gd_converges_to_ols():
     x, y = problem(n=40, d=4)
-    assert torch.allclose(regression.gd_path(x, y, 0.5, 300)[-1], regression.ridge_weights(x, y, 0.0), atol=1e-8)
+    assert torch.allclose(path(regression.gd_steps, x, y, 0.5, 300)[-1], regression.ridge_weights(x, y, 0.0),
+                          atol=1e-8)
 
 
 def test_pto_is_gd_on_the_rescaled_features():
@@ -63,21 +70,22 @@ def test_pto_is_gd_on_the_rescaled_features():
     eta, T = 0.2, 5
     r = (x.transpose(-1, -2) @ y.unsqueeze(-1)).squeeze(-1) / x.shape[-2]
     scale = r / r.abs().amax(-1, keepdim=True)
-    w = regression.gd_path(x * scale.unsqueeze(-2), y, eta, T)        # GD on x~ = diag(r / max|r|) x
+    w = path(regression.gd_steps, x * scale.unsqueeze(-2), y, eta, T)   # GD on x~ = diag(r / max|r|) x
     x_q = torch.randn(x.shape[0], x.shape[-1], dtype=x.dtype)
-    beta = regression.pto_path(x, y, eta, T)
+    beta = path(regression.pto_steps, x, y, eta, T)
     assert torch.allclose((beta * x_q).sum(-1), (w * (x_q * scale)).sum(-1), atol=1e-12)
 
 
-def test_lasso_satisfies_its_optimality_conditions():
+def test_lasso_satisfies_its_optimality_conditions_for_every_penalty_at_once():
     x, y = problem(n=30, d=6)
-    alpha = 0.1
-    w = regression.lasso_weights(x, y, alpha, 3000)
-    gradient = (x.transpose(-1, -2) @ ((x @ w.unsqueeze(-1)).squeeze(-1) - y).unsqueeze(-1)).squeeze(-1) / 30
-    active = w.abs() > 1e-8
-    assert torch.allclose(gradient[active], -alpha * w.sign()[active], atol=1e-6)
-    assert (gradient[~active].abs() <= alpha + 1e-6).all()
-    assert active.any() and (~active).any()
+    alphas = [0.02, 0.1]
+    for alpha, w in zip(alphas, regression.lasso_weights(x, y, alphas, 3000), strict=True):
+        gradient = (x.transpose(-1, -2) @ ((x @ w.unsqueeze(-1)).squeeze(-1) - y).unsqueeze(-1)).squeeze(-1) / 30
+        active = w.abs() > 1e-8
+        assert torch.allclose(gradient[active], -alpha * w.sign()[active], atol=1e-6)
+        assert (gradient[~active].abs() <= alpha + 1e-6).all()
+        assert active.any()
+    assert (~active).any()   # the last, larger penalty zeroes some coordinates
 
 
 def test_ols_risk_matches_the_inverse_wishart_mean():
@@ -118,11 +126,11 @@ def test_probe_overlay_runs_a_step_per_layer_tuned_on_the_first_set():
 
     def risk(prompts, method, eta, steps):
         x, y = prompts["x"][:, :n].double(), prompts["y"][:, :n].double()
-        w = method(x, y, eta, steps)[-1]
+        w = path(method, x, y, eta, steps)[-1]
         return float((((w - prompts["w_star"].double()) * prompts["x"][:, n].double()).sum(-1) ** 2).mean())
 
     rows = evaluation.step_rows((tune, test), n, etas, layers=3)
-    methods = {evaluation.GD_STEPS: (regression.gd_path, 0), evaluation.PTO_STEPS: (regression.pto_path, 1)}
+    methods = {evaluation.GD_STEPS: (regression.gd_steps, 0), evaluation.PTO_STEPS: (regression.pto_steps, 1)}
     assert [list(rows.loc[rows["model"] == label, "layer"]) for label in methods] == [[1, 2, 3], [2, 3]]
     for row in rows.itertuples():
         method, preprocessing = methods[row.model]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from iclrepro.evaluation import chen2024 as evaluation
 from iclrepro.models import chen2024 as models
 from iclrepro.tasks import chen2024 as tasks
 from iclrepro.training import core
@@ -96,3 +97,13 @@ def test_bad_settings_are_refused():
         models.Settings(d=4, points=5, width=10, layers=2, heads=4)
     with pytest.raises(ValueError, match="unknown attention"):
         models.Settings(d=4, points=5, width=8, layers=2, heads=4, attention="cosine")
+
+
+def test_evaluation_in_chunks_equals_one_pass():
+    trained, data = model("linear"), prompts(batch=11)
+    z = models.tokens(data["x"], data["y"])
+    with torch.no_grad():
+        whole, states = trained(z), trained.hidden(z)
+    assert torch.allclose(evaluation.chunked(trained, z, chunk=4), whole, atol=1e-6)
+    for chunks, one_pass in zip(evaluation.chunked(trained.hidden, z, chunk=4), states, strict=True):
+        assert chunks.shape == one_pass.shape and torch.allclose(chunks, one_pass, atol=1e-6)

@@ -49,25 +49,35 @@ def fitted_scale(prediction: torch.Tensor, target: torch.Tensor) -> float:
 # Weights, not predictions: the risk of a linear predictor is E||w - w*||^2 (x_q ~ N(0, I)).
 # ---------------------------------------------------------------------------
 
-def gd_path(x: torch.Tensor, y: torch.Tensor, eta: float, steps: int) -> torch.Tensor:
-    """GD from 0 on (1/2n)||Xw - y||^2: w_{t+1} = w_t - eta X^T(X w_t - y)/n, t = 1..steps: (T, N, d)."""
-    n = x.shape[-2]
-    w = torch.zeros(x.shape[0], x.shape[-1], dtype=x.dtype)
-    path = []
-    for _ in range(steps):
-        w = w - eta * torch.einsum("nkd,nk->nd", x, torch.einsum("nkd,nd->nk", x, w) - y) / n
-        path.append(w)
-    return torch.stack(path)
-
-
 def correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The preprocessing statistic r = X^T y / n (N, d) of PtO (spec §5)."""
     return torch.einsum("nkd,nk->nd", x, y) / x.shape[-2]
 
 
-def pto_path(x: torch.Tensor, y: torch.Tensor, eta: float, steps: int) -> torch.Tensor:
-    """Preprocess-then-optimize: GD on x~ = diag(r / max|r|) x, returned in the original
-    coordinates (beta_t = diag(r / max|r|) w_t, so <w_t, x~_q> = <beta_t, x_q>): (T, N, d).
+def normal_equations(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """G = X^T X / n (N, d, d) and b = X^T y / n (N, d, 1): the loss's gradient is G w - b."""
+    return x.transpose(-1, -2) @ x / x.shape[-2], correlation(x, y).unsqueeze(-1)
+
+
+def gd_steps(x: torch.Tensor, y: torch.Tensor, etas, steps: int):
+    """GD from 0 on (1/2n)||Xw - y||^2 with every step size of `etas` at once: yields w_t (E, N, d)
+    for t = 1..steps, where w_{t+1} = w_t - eta X^T(X w_t - y)/n = w_t - eta (G w_t - b).
+
+    Through G = X^T X / n and b = X^T y / n a step is one batched (d x d)(d x E) product per
+    prompt, whatever n and however many step sizes.
+    """
+    gram, target = normal_equations(x, y)
+    eta = torch.as_tensor(etas, dtype=x.dtype)                                           # (E,)
+    w = torch.zeros(*target.shape[:-1], len(eta), dtype=x.dtype)                         # (N, d, E)
+    for _ in range(steps):
+        w = w - eta * (gram @ w - target)
+        yield w.permute(2, 0, 1)
+
+
+def pto_steps(x: torch.Tensor, y: torch.Tensor, etas, steps: int):
+    """Preprocess-then-optimize: GD on x~ = diag(r / max|r|) x for every step size of `etas`,
+    yielded in the original coordinates (beta_t = diag(r / max|r|) w_t, so <w_t, x~_q> =
+    <beta_t, x_q>): (E, N, d) for t = 1..steps.
 
     Scaling r to max |r_j| = 1 keeps the preprocessing's shape (which coordinates get large
     steps) but bounds the preconditioned curvature by that of X^T X / n: with raw r one
@@ -75,21 +85,21 @@ def pto_path(x: torch.Tensor, y: torch.Tensor, eta: float, steps: int) -> torch.
     """
     r = correlation(x, y)
     r = r / r.abs().amax(-1, keepdim=True).clamp_min(1e-12)
-    return gd_path(x * r.unsqueeze(-2), y, eta, steps) * r
+    for w in gd_steps(x * r.unsqueeze(-2), y, etas, steps):
+        yield w * r
 
 
 def soft_threshold(w: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
     return w.sign() * (w.abs() - level).clamp_min(0)
 
 
-def lasso_weights(x: torch.Tensor, y: torch.Tensor, alpha: float, steps: int) -> torch.Tensor:
-    """ISTA on (1/2n)||Xw - y||^2 + alpha ||w||_1 from 0, step 1/L with L = lambda_max(X^T X / n)."""
-    n = x.shape[-2]
-    gram = x.transpose(-1, -2) @ x / n                                                  # (N, d, d)
-    step = 1 / torch.linalg.eigvalsh(gram)[:, -1:].clamp_min(1e-12)                     # (N, 1)
-    target = torch.einsum("nkd,nk->nd", x, y) / n
-    w = torch.zeros_like(target)
+def lasso_weights(x: torch.Tensor, y: torch.Tensor, alphas, steps: int) -> torch.Tensor:
+    """ISTA on (1/2n)||Xw - y||^2 + alpha ||w||_1 from 0, step 1/L with L = lambda_max(X^T X / n),
+    for every penalty of `alphas` at once: (A, N, d)."""
+    gram, target = normal_equations(x, y)
+    step = 1 / torch.linalg.eigvalsh(gram)[:, -1:, None].clamp_min(1e-12)               # (N, 1, 1)
+    level = step * torch.as_tensor(alphas, dtype=x.dtype)                                # (N, 1, A)
+    w = torch.zeros(*target.shape[:-1], level.shape[-1], dtype=x.dtype)                  # (N, d, A)
     for _ in range(steps):
-        gradient = (gram @ w.unsqueeze(-1)).squeeze(-1) - target
-        w = soft_threshold(w - step * gradient, step * alpha)
-    return w
+        w = soft_threshold(w - step * (gram @ w - target), level)
+    return w.permute(2, 0, 1)

@@ -43,11 +43,24 @@ def query_risk(predictions: torch.Tensor, prompts: dict[str, torch.Tensor], n: i
     return ((predictions[..., n] - tasks.clean(prompts)[:, n]) ** 2).mean(-1)
 
 
+EVAL_CHUNK = 512   # prompts per evaluation pass: on 4,000 quick-scale prompts 3x faster than one pass
+
+
+def chunked(fn, z: torch.Tensor, chunk: int = EVAL_CHUNK):
+    """fn(z) without gradients, `chunk` prompts (z's first axis) at a time so that the activations
+    stay in the cache, joined on the prompt axis of its output (S, B, ...); fn returns a tensor or
+    a list of tensors."""
+    with torch.no_grad():
+        parts = [fn(z[start:start + chunk]) for start in range(0, len(z), chunk)]
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts, 1)
+    return [torch.cat(pieces, 1) for pieces in zip(*parts, strict=True)]
+
+
 def predictions(model: models.Transformer, prompts: dict[str, torch.Tensor], mask: torch.Tensor | None = None):
     """(S, B, K) with the head mask `mask` (S, L, H) (all heads when None)."""
     model.head_mask.fill_(1.0) if mask is None else model.head_mask.copy_(mask)
-    with torch.no_grad():
-        return model(models.tokens(prompts["x"], prompts["y"]))
+    return chunked(model, models.tokens(prompts["x"], prompts["y"]))
 
 
 # ---------------------------------------------------------------------------
@@ -115,8 +128,8 @@ def pruning_mask(share: torch.Tensor) -> torch.Tensor:
 def query_states(model: models.Transformer, prompts, n: int, mask=None) -> list[torch.Tensor]:
     """Residual stream at the query token after n examples, per layer 0..L: (S, B, D) each."""
     model.head_mask.fill_(1.0) if mask is None else model.head_mask.copy_(mask)
-    with torch.no_grad():
-        return [h[..., 2 * n, :].double() for h in model.hidden(models.tokens(prompts["x"], prompts["y"]))]
+    return chunked(lambda z: [h[..., 2 * n, :].double() for h in model.hidden(z)],
+                   models.tokens(prompts["x"], prompts["y"]))
 
 
 def probe_risks(model, train, test, n: int, ridge: float, mask=None) -> np.ndarray:
@@ -150,8 +163,8 @@ def step_rows(sets: tuple, n: int, etas, layers: int) -> pd.DataFrame:
     The step size is tuned per step count on the first set (the probe-training set) and the
     risk scored on the second (the test set), like the probes."""
     rows = []
-    for label, method, preprocessing_layers in ((GD_STEPS, regression.gd_path, 0),
-                                                 (PTO_STEPS, regression.pto_path, 1)):
+    for label, method, preprocessing_layers in ((GD_STEPS, regression.gd_steps, 0),
+                                                 (PTO_STEPS, regression.pto_steps, 1)):
         tuned, scored = (path_risks(method, prompts, n, etas, layers) for prompts in sets)   # (E, T) each
         for layer in range(preprocessing_layers + 1, layers + 1):
             step = layer - preprocessing_layers - 1
@@ -196,18 +209,18 @@ def weight_risk(w: torch.Tensor, x_q: torch.Tensor, w_star: torch.Tensor) -> tor
 
 
 def path_risks(method, prompts, n: int, etas, steps: int) -> torch.Tensor:
-    """Risk of GD or PtO (`method` = regression.gd_path / pto_path) per step size and step: (E, T)."""
+    """Risk of GD or PtO (`method` = regression.gd_steps / pto_steps) per step size and step: (E, T)."""
     x, y, x_q, w_star = context(prompts, n)
-    return torch.stack([weight_risk(method(x, y, eta, steps), x_q, w_star) for eta in etas])
+    return torch.stack([weight_risk(w, x_q, w_star) for w in method(x, y, etas, steps)], -1)
 
 
 def penalised_risks(prompts, n: int, kind: str, values, lasso_steps: int) -> torch.Tensor:
     x, y, x_q, w_star = context(prompts, n)
     if kind == "ridge":
-        fits = [regression.ridge_weights(x, y, n * lam) for lam in values]
+        fits = torch.stack([regression.ridge_weights(x, y, n * lam) for lam in values])
     else:
-        fits = [regression.lasso_weights(x, y, alpha, lasso_steps) for alpha in values]
-    return torch.stack([weight_risk(w, x_q, w_star) for w in fits])
+        fits = regression.lasso_weights(x, y, values, lasso_steps)
+    return weight_risk(fits, x_q, w_star)                                                # (values,)
 
 
 def tuned_iterative(name: str, method, sets, n: int, grids: dict, fixed_T: int | None) -> dict:
@@ -235,10 +248,10 @@ def baseline_rows(sets, n: int, spec: dict) -> list[dict]:
     x, y, x_q, w_star = context(sets[1], n)
     ols = float(weight_risk(regression.ridge_weights(x, y, 0.0), x_q, w_star))
     return [
-        tuned_iterative("PtO (tuned T)", regression.pto_path, sets, n, grids, None),
-        tuned_iterative(f"PtO (T = {L})", regression.pto_path, sets, n, grids, L),
-        tuned_iterative("GD (tuned T)", regression.gd_path, sets, n, grids, None),
-        tuned_iterative(f"GD (T = {L})", regression.gd_path, sets, n, grids, L),
+        tuned_iterative("PtO (tuned T)", regression.pto_steps, sets, n, grids, None),
+        tuned_iterative(f"PtO (T = {L})", regression.pto_steps, sets, n, grids, L),
+        tuned_iterative("GD (tuned T)", regression.gd_steps, sets, n, grids, None),
+        tuned_iterative(f"GD (T = {L})", regression.gd_steps, sets, n, grids, L),
         tuned_penalised("ridge", "ridge", sets, n, grids["ridge_lambda"], 0, "lam"),
         tuned_penalised("Lasso", "lasso", sets, n, grids["lasso_alpha"], grids["lasso_steps"], "alpha"),
         {"method": "OLS (min-norm)", "excess_risk": ols},
