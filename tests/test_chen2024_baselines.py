@@ -137,3 +137,25 @@ def test_probe_overlay_runs_a_step_per_layer_tuned_on_the_first_set():
         steps = row.layer - preprocessing
         assert row.eta == etas[int(np.argmin([risk(tune, method, eta, steps) for eta in etas]))]
         assert row.probe_risk == pytest.approx(risk(test, method, row.eta, steps), rel=1e-9)
+
+
+def stretched_prompts(seed: int, scale: float = 30.0) -> dict[str, torch.Tensor]:
+    """Prompts with x and y multiplied by `scale`: same w*, Hessian scale^2 times larger, so a
+    unit step size overflows within a few hundred steps."""
+    prompts = tasks.sample(tasks.Task(d=6, s=2, n=10, sigma=0.1), 200, torch.Generator().manual_seed(seed))
+    return dict(prompts, x=prompts["x"] * scale, y=prompts["y"] * scale)
+
+
+def test_a_diverged_step_size_is_never_chosen():
+    """Overflowed iterates give a NaN tuning risk (inf - inf), which torch's argmin would pick."""
+    tune, test = stretched_prompts(1), stretched_prompts(2)
+    grids = {"eta": [1e-4, 1.0], "steps": 300}
+    assert torch.isnan(evaluation.path_risks(regression.gd_steps, tune, 10, grids["eta"], 300)[1]).any()
+    row = evaluation.tuned_iterative("GD (tuned T)", regression.gd_steps, (tune, test), 10, grids, None)
+    assert row["eta"] == 1e-4
+    assert np.isfinite(row["excess_risk"])
+
+
+def test_a_grid_that_diverges_everywhere_is_named():
+    with pytest.raises(evaluation.TuningError, match="GD at n = 4: every setting of the grid diverged"):
+        evaluation.lowest(torch.tensor([[float("nan"), float("inf")]]), "GD at n = 4")

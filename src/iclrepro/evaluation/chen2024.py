@@ -25,6 +25,7 @@ import torch
 
 from iclrepro import store
 from iclrepro.baselines import regression
+from iclrepro.errors import IclreproError
 from iclrepro.evaluation import claims as verdicts
 from iclrepro.models import chen2024 as models
 from iclrepro.tasks import chen2024 as tasks
@@ -32,6 +33,19 @@ from iclrepro.tasks import chen2024 as tasks
 PAPER = "chen2024"
 FULL, PRUNED, SINGLE = "full", "pruned", "single-head"
 GD_STEPS, PTO_STEPS = "GD, l steps", "PtO, l - 1 steps"   # the probe figures' algorithm rows
+
+
+class TuningError(IclreproError, ValueError):
+    """Every setting of a hyperparameter grid diverged on the tuning set."""
+
+
+def lowest(risks: torch.Tensor, what: str) -> int:
+    """Flat index of the lowest tuning risk. A diverged setting counts as infinite: its risk is
+    NaN once the iterates overflow (inf - inf), and torch's argmin would pick the NaN."""
+    if not torch.isfinite(risks).any():
+        raise TuningError(f"{what}: every setting of the grid diverged on the tuning set; "
+                          "add smaller values to the grid in config.yaml")
+    return int(torch.nan_to_num(risks, nan=float("inf")).argmin())
 
 
 def prompts_of(layout: store.Layout, data_id: str) -> dict[str, torch.Tensor]:
@@ -168,7 +182,7 @@ def step_rows(sets: tuple, n: int, etas, layers: int) -> pd.DataFrame:
         tuned, scored = (path_risks(method, prompts, n, etas, layers) for prompts in sets)   # (E, T) each
         for layer in range(preprocessing_layers + 1, layers + 1):
             step = layer - preprocessing_layers - 1
-            best = int(tuned[:, step].argmin())
+            best = lowest(tuned[:, step], f"{label} at layer {layer}, n = {n}")
             rows.append({"model": label, "layer": layer, "probe_risk": float(scored[best, step]), "eta": etas[best]})
     return pd.DataFrame(rows)
 
@@ -230,7 +244,7 @@ def tuned_iterative(name: str, method, sets, n: int, grids: dict, fixed_T: int |
     chosen = path_risks(method, tune, n, grids["eta"], steps)
     if fixed_T:
         chosen = chosen[:, -1:]
-    e, t = divmod(int(chosen.argmin()), chosen.shape[1])
+    e, t = divmod(lowest(chosen, f"{name} at n = {n}"), chosen.shape[1])
     T = fixed_T or t + 1
     risk = path_risks(method, test, n, [grids["eta"][e]], T)[0, -1]
     return {"method": name, "excess_risk": float(risk), "eta": grids["eta"][e], "T": T}
@@ -238,7 +252,7 @@ def tuned_iterative(name: str, method, sets, n: int, grids: dict, fixed_T: int |
 
 def tuned_penalised(name: str, kind: str, sets, n: int, values, lasso_steps: int, column: str) -> dict:
     tune, test = sets
-    best = values[int(penalised_risks(tune, n, kind, values, lasso_steps).argmin())]
+    best = values[lowest(penalised_risks(tune, n, kind, values, lasso_steps), f"{name} at n = {n}")]
     return {"method": name, "excess_risk": float(penalised_risks(test, n, kind, [best], lasso_steps)[0]),
             column: best}
 
