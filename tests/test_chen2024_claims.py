@@ -63,6 +63,14 @@ def test_pto_claims_compare_with_each_rival():
     assert [c.passed for c in evaluation.claims_pto({"algorithms": algorithm_frame(0.9)}, CFG)] == [True, False]
 
 
+def test_a_diverged_point_fails_the_pto_claims():
+    """pandas' max skips NaN: a diverged PtO risk must fail the claims, not drop out of them."""
+    frame = pd.concat([algorithm_frame(0.5), algorithm_frame(float("nan")).assign(n=3)])
+    claims = evaluation.claims_pto({"algorithms": frame}, CFG)
+    assert not any(c.passed for c in claims)
+    assert all(np.isnan(c.measured) and "n = 3" in c.expected for c in claims)
+
+
 def test_head_count_claim_uses_n_at_least_d():
     frame = pd.DataFrame({"H": [1, 1, 4, 4], "n": [2, 4, 2, 4], "seed": 0, "excess_risk": [1.0, 0.5, 2.0, 0.4]})
     assert evaluation.claim_heads({"risk_vs_n": frame}, CFG)[0].passed

@@ -316,8 +316,7 @@ def sorted_shares(frame: pd.DataFrame) -> pd.DataFrame:
 def claims_heads(figs, cfg) -> list[verdicts.Claim]:
     ranked = sorted_shares(figs["importance"])
     spread = int((ranked.loc[1] >= cfg["head_share_min"]).sum())
-    later = ranked.loc[ranked.index > 1, 0]
-    dominance = float(later.min()) if len(later) else float("nan")
+    dominance, _ = verdicts.worst(ranked.loc[ranked.index > 1, 0], largest=False)
     return [
         verdicts.Claim("layer1_spreads", "importance", "layer 1 spreads its importance over several heads",
                        float(spread), f">= 2 heads with a normalised share >= {cfg['head_share_min']:g} "
@@ -339,7 +338,7 @@ def claims_pruning(figs, cfg) -> list[verdicts.Claim]:
     gap = float(main[PRUNED] / main[FULL] - 1)
     advantage = float(main[SINGLE] / main[PRUNED])
     every = output_risks(figs["depth_noise"])
-    worst = float((every[PRUNED] / every[FULL] - 1).max())
+    worst, _ = verdicts.worst(every[PRUNED] / every[FULL] - 1)
     margin = cfg["pruned_margin"]
     return [
         verdicts.Claim("pruned_matches_full", "prune_probe", "the pruned model (all heads of layer 1, the top head "
@@ -357,15 +356,14 @@ def claims_pruning(figs, cfg) -> list[verdicts.Claim]:
 def claims_pto(figs, cfg) -> list[verdicts.Claim]:
     """PtO against GD and against ridge (each tuned on the held-out set) where n < d or sigma > 0."""
     frame = figs["algorithms"]
-    risk = frame[frame["source"] == "baseline"].pivot_table(index=["sigma", "n"], columns="method",
-                                                            values="excess_risk")
+    risk = frame[frame["source"] == "baseline"].pivot(index=["sigma", "n"], columns="method", values="excess_risk")
     d = cfg["d"]
     where = risk[(risk.index.get_level_values("n") < d) | (risk.index.get_level_values("sigma") > 0)]
     found = []
     for rival in ("GD (tuned T)", "ridge"):
         ratio = where["PtO (tuned T)"] / where[rival]
-        worst = float(ratio.max()) if len(ratio) else float("nan")
-        at = ratio.idxmax() if len(ratio) else (float("nan"), float("nan"))
+        worst, at = verdicts.worst(ratio)
+        at = (float("nan"), float("nan")) if at is None else at
         found.append(verdicts.Claim(
             f"pto_beats_{rival.split()[0].lower()}", "algorithms", f"PtO beats {rival} where n < d or sigma > 0 "
             f"(d = {d}; {len(ratio)} (sigma, n) points, hyperparameters tuned on a held-out set)", worst,
@@ -375,10 +373,10 @@ def claims_pto(figs, cfg) -> list[verdicts.Claim]:
 
 def claim_dimension(figs, cfg) -> list[verdicts.Claim]:
     """PtO's risk grows with d more slowly than tuned GD's and ridge's (spec §6-7: like log d vs d)."""
-    risk = figs["dimension"].pivot_table(index="d", columns="method", values="excess_risk")
+    risk = figs["dimension"].pivot(index="d", columns="method", values="excess_risk")
     growth = risk.iloc[-1] / risk.iloc[0]
     rivals = growth[["GD (tuned T)", "ridge"]]
-    measured = float(growth["PtO (tuned T)"] / rivals.min())
+    measured = float(growth["PtO (tuned T)"] / rivals.min(skipna=False))
     d_min, d_max = risk.index.min(), risk.index.max()
     return [verdicts.Claim(
         "pto_grows_slowest_with_d", "dimension", f"PtO's risk grows with d more slowly than GD's and ridge's "
@@ -391,7 +389,7 @@ def claim_heads(figs, cfg) -> list[verdicts.Claim]:
     risk = figs["risk_vs_n"].groupby(["H", "n"])["excess_risk"].mean().unstack("H")
     most, fewest = risk.columns.max(), risk.columns.min()
     at_large_n = risk[risk.index >= cfg["d"]]
-    worst = float((at_large_n[most] / at_large_n[fewest]).max())
+    worst, _ = verdicts.worst(at_large_n[most] / at_large_n[fewest])
     return [verdicts.Claim(
         "more_heads_lower_risk", "risk_vs_n", f"more heads lower the risk once n >= d (H = {most} vs H = {fewest})",
         worst, f"worst risk(H = {most}) / risk(H = {fewest}) over n >= {cfg['d']} < 1", worst < 1)]

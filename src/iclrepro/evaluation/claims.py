@@ -48,6 +48,17 @@ def within(value: float, low: float, high: float) -> bool:
     return not math.isnan(value) and low <= value <= high
 
 
+def worst(values: pd.Series, largest: bool = True) -> tuple[float, object]:
+    """The worst of a claim's points and its index label ((NaN, None) when there are none).
+    A NaN point, such as a diverged baseline, is the worst of all, so that the claim fails
+    instead of passing on the remaining points (pandas' max and idxmax skip NaN)."""
+    missing = values.isna()
+    if values.empty or missing.any():
+        return float("nan"), values.index[missing][0] if missing.any() else None
+    at = values.idxmax() if largest else values.idxmin()
+    return float(values[at]), at
+
+
 def write(paper: str, claims: list[Claim], spec: dict, content: str, out) -> None:
     frame = pd.DataFrame([{"paper": paper, **vars(claim)} for claim in claims], columns=SCHEMA.names)
     frame["passed"] = frame["passed"].astype(bool)
