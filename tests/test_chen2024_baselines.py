@@ -22,9 +22,24 @@ def problem(n=12, d=6, prompts=5, seed=0):
     return x, y
 
 
-def path(steps_of, x, y, eta, T):
-    """(T, N, d): the iterates of regression.gd_steps / pto_steps with the one step size eta."""
-    return torch.stack([w[0] for w in steps_of(x, y, [eta], T)])
+def gd_path(x, y, eta, T):
+    """(T, N, d): GD's iterates from 0, straight from the update rule."""
+    w, iterates = torch.zeros(x.shape[0], x.shape[-1], dtype=x.dtype), []
+    for _ in range(T):
+        w = w - eta * (x.transpose(-1, -2) @ (x @ w.unsqueeze(-1) - y.unsqueeze(-1))).squeeze(-1) / x.shape[-2]
+        iterates.append(w)
+    return torch.stack(iterates)
+
+
+def pto_scale(x, y):
+    """(N, d): PtO's preprocessing r / max|r| with r = X^T y / n, written out again."""
+    r = (x.transpose(-1, -2) @ y.unsqueeze(-1)).squeeze(-1) / x.shape[-2]
+    return r / r.abs().amax(-1, keepdim=True)
+
+
+def query_errors(iterates, x_q, target):
+    """(T,): mean over prompts of (<w_t, x_q> - target)^2."""
+    return (((iterates * x_q).sum(-1) - target) ** 2).mean(-1)
 
 
 def test_ridge_and_ols_match_scipy():
@@ -45,35 +60,46 @@ def test_min_norm_ols_when_n_below_d():
     assert np.allclose(w[0].numpy(), scipy.linalg.lstsq(x[0].numpy(), y[0].numpy())[0], atol=1e-10)
 
 
-def test_gd_matches_its_closed_form_for_every_step_size_at_once():
-    x, y = problem()
+@pytest.mark.parametrize("n, d", [(12, 6), (3, 6)])   # n < d: G = X^T X / n has a null space
+def test_gd_errors_match_the_closed_form_for_every_step_size_at_once(n, d):
+    x, y = problem(n=n, d=d)
+    x_q, target = torch.randn(x.shape[0], d, dtype=x.dtype), torch.randn(x.shape[0], dtype=x.dtype)
     etas, T = [0.3, 0.05, 0.8], 6
-    first, *_, last = regression.gd_steps(x, y, etas, T)                               # (E, N, d) each
-    n, d = x.shape[-2:]
+    errors = regression.gd_query_errors(x, y, x_q, target, etas, T)                    # (E, T)
     sigma_hat = x.transpose(-1, -2) @ x / n
     b = (x.transpose(-1, -2) @ y.unsqueeze(-1)) / n
     for index, eta in enumerate(etas):
         step = torch.eye(d, dtype=x.dtype) - eta * sigma_hat
-        closed = sum(eta * torch.linalg.matrix_power(step, k) @ b for k in range(T)).squeeze(-1)
-        assert torch.allclose(last[index], closed, atol=1e-12)
-        assert torch.allclose(first[index], eta * b.squeeze(-1), atol=1e-12)   # one step = one linear-attention layer
+        closed = torch.stack([sum(eta * torch.linalg.matrix_power(step, k) @ b for k in range(t)).squeeze(-1)
+                              for t in range(1, T + 1)])
+        assert torch.allclose(errors[index], query_errors(closed, x_q, target), rtol=1e-12, atol=0)
+        assert torch.allclose(closed[0], eta * b.squeeze(-1), atol=1e-12)   # one step = one linear-attention layer
+        assert torch.allclose(errors[index], query_errors(gd_path(x, y, eta, T), x_q, target), rtol=1e-12, atol=0)
 
 
 def test_gd_converges_to_ols():
     x, y = problem(n=40, d=4)
-    assert torch.allclose(path(regression.gd_steps, x, y, 0.5, 300)[-1], regression.ridge_weights(x, y, 0.0),
-                          atol=1e-8)
+    x_q = torch.randn(x.shape[0], 4, dtype=x.dtype)
+    ols = (regression.ridge_weights(x, y, 0.0) * x_q).sum(-1)
+    assert regression.gd_query_errors(x, y, x_q, ols, [0.5], 300)[0, -1] < 1e-20
+
+
+def test_a_diverging_step_size_overflows_instead_of_looking_good():
+    x, y = problem(n=4, d=6)   # lambda_max(X^T X / n) > 2, so eta = 1 diverges
+    errors = regression.gd_query_errors(x, y, torch.ones(x.shape[0], 6, dtype=x.dtype),
+                                        torch.zeros(x.shape[0], dtype=x.dtype), [1.0], 2000)
+    assert not torch.isfinite(errors[0, -1])
 
 
 def test_pto_is_gd_on_the_rescaled_features():
     x, y = problem()
-    eta, T = 0.2, 5
-    r = (x.transpose(-1, -2) @ y.unsqueeze(-1)).squeeze(-1) / x.shape[-2]
-    scale = r / r.abs().amax(-1, keepdim=True)
-    w = path(regression.gd_steps, x * scale.unsqueeze(-2), y, eta, T)   # GD on x~ = diag(r / max|r|) x
-    x_q = torch.randn(x.shape[0], x.shape[-1], dtype=x.dtype)
-    beta = path(regression.pto_steps, x, y, eta, T)
-    assert torch.allclose((beta * x_q).sum(-1), (w * (x_q * scale)).sum(-1), atol=1e-12)
+    x_q, target = torch.randn(x.shape[0], x.shape[-1], dtype=x.dtype), torch.randn(x.shape[0], dtype=x.dtype)
+    etas, T = [0.2, 0.7], 5
+    scale = pto_scale(x, y)
+    for index, eta in enumerate(etas):   # GD on x~ = diag(r / max|r|) x, queried at x~_q
+        expected = query_errors(gd_path(x * scale.unsqueeze(-2), y, eta, T), x_q * scale, target)
+        assert torch.allclose(regression.pto_query_errors(x, y, x_q, target, etas, T)[index], expected,
+                              rtol=1e-12, atol=0)
 
 
 def test_lasso_satisfies_its_optimality_conditions_for_every_penalty_at_once():
@@ -124,19 +150,20 @@ def test_probe_overlay_runs_a_step_per_layer_tuned_on_the_first_set():
     task = tasks.Task(d=6, s=2, n=n, sigma=0.1)
     tune, test = (tasks.sample(task, 300, torch.Generator().manual_seed(seed)) for seed in (1, 2))
 
-    def risk(prompts, method, eta, steps):
-        x, y = prompts["x"][:, :n].double(), prompts["y"][:, :n].double()
-        w = path(method, x, y, eta, steps)[-1]
-        return float((((w - prompts["w_star"].double()) * prompts["x"][:, n].double()).sum(-1) ** 2).mean())
+    def risk(prompts, preprocess, eta, steps):
+        x, y, x_q = prompts["x"][:, :n].double(), prompts["y"][:, :n].double(), prompts["x"][:, n].double()
+        scale = pto_scale(x, y) if preprocess else torch.ones_like(x_q)
+        target = (prompts["w_star"].double() * x_q).sum(-1)
+        return float(query_errors(gd_path(x * scale.unsqueeze(-2), y, eta, steps), x_q * scale, target)[-1])
 
     rows = evaluation.step_rows((tune, test), n, etas, layers=3)
-    methods = {evaluation.GD_STEPS: (regression.gd_steps, 0), evaluation.PTO_STEPS: (regression.pto_steps, 1)}
+    methods = {evaluation.GD_STEPS: (False, 0), evaluation.PTO_STEPS: (True, 1)}
     assert [list(rows.loc[rows["model"] == label, "layer"]) for label in methods] == [[1, 2, 3], [2, 3]]
     for row in rows.itertuples():
-        method, preprocessing = methods[row.model]
-        steps = row.layer - preprocessing
-        assert row.eta == etas[int(np.argmin([risk(tune, method, eta, steps) for eta in etas]))]
-        assert row.probe_risk == pytest.approx(risk(test, method, row.eta, steps), rel=1e-9)
+        preprocess, preprocessing_layers = methods[row.model]
+        steps = row.layer - preprocessing_layers
+        assert row.eta == etas[int(np.argmin([risk(tune, preprocess, eta, steps) for eta in etas]))]
+        assert row.probe_risk == pytest.approx(risk(test, preprocess, row.eta, steps), rel=1e-9)
 
 
 def stretched_prompts(seed: int, scale: float = 30.0) -> dict[str, torch.Tensor]:
@@ -150,8 +177,8 @@ def test_a_diverged_step_size_is_never_chosen():
     """Overflowed iterates give a NaN tuning risk (inf - inf), which torch's argmin would pick."""
     tune, test = stretched_prompts(1), stretched_prompts(2)
     grids = {"eta": [1e-4, 1.0], "steps": 300}
-    assert torch.isnan(evaluation.path_risks(regression.gd_steps, tune, 10, grids["eta"], 300)[1]).any()
-    row = evaluation.tuned_iterative("GD (tuned T)", regression.gd_steps, (tune, test), 10, grids, None)
+    assert torch.isnan(evaluation.path_risks(regression.gd_query_errors, tune, 10, grids["eta"], 300)[1]).any()
+    row = evaluation.tuned_iterative("GD (tuned T)", regression.gd_query_errors, (tune, test), 10, grids, None)
     assert row["eta"] == 1e-4
     assert np.isfinite(row["excess_risk"])
 

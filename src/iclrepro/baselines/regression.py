@@ -59,25 +59,39 @@ def normal_equations(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, to
     return x.transpose(-1, -2) @ x / x.shape[-2], correlation(x, y).unsqueeze(-1)
 
 
-def gd_steps(x: torch.Tensor, y: torch.Tensor, etas, steps: int):
-    """GD from 0 on (1/2n)||Xw - y||^2 with every step size of `etas` at once: yields w_t (E, N, d)
-    for t = 1..steps, where w_{t+1} = w_t - eta X^T(X w_t - y)/n = w_t - eta (G w_t - b).
+def gd_query_errors(x: torch.Tensor, y: torch.Tensor, x_q: torch.Tensor, target: torch.Tensor, etas,
+                    steps: int) -> torch.Tensor:
+    """Mean over prompts of (<w_t, x_q> - target)^2 for GD from 0 on (1/2n)||Xw - y||^2, for every
+    step size of `etas` and every step t = 1..steps: (E, steps).
 
-    Through G = X^T X / n and b = X^T y / n a step is one batched (d x d)(d x E) product per
-    prompt, whatever n and however many step sizes.
+    GD is w_{t+1} = w_t - eta (G w_t - b) with G = X^T X / n, b = X^T y / n. In the eigenbasis
+    G = V diag(lam) V^T, <w_t, x_q> = eta sum_{j<t} sum_k c_k (1 - eta lam_k)^j with
+    c = (V^T b) * (V^T x_q), so a step costs elementwise products over (E, d, N) instead of one
+    batched (d x d) product per prompt (45x faster at N = 2,000, d = 8). No division by lam, so
+    the null space of G (n < d) is exact. A diverging step size (|1 - eta lam| > 1) overflows to
+    inf or NaN.
     """
-    gram, target = normal_equations(x, y)
-    eta = torch.as_tensor(etas, dtype=x.dtype)                                           # (E,)
-    w = torch.zeros(*target.shape[:-1], len(eta), dtype=x.dtype)                         # (N, d, E)
-    for _ in range(steps):
-        w = w - eta * (gram @ w - target)
-        yield w.permute(2, 0, 1)
+    gram, b = normal_equations(x, y)
+    lam, basis = torch.linalg.eigh(gram)                                                 # (N, d), (N, d, d)
+    # eigenvalue-major (d, N): a sum over d is then a sum of rows, which torch vectorises over
+    # N (a sum over a last axis of size d is ~10x slower)
+    c = ((basis.transpose(-1, -2) @ b).squeeze(-1) * (x_q.unsqueeze(-2) @ basis).squeeze(-2)).T
+    eta = torch.as_tensor(etas, dtype=x.dtype)[:, None]                                 # (E, 1)
+    factor = 1 - eta.unsqueeze(-1) * lam.T                                               # (E, d, N)
+    term = c.expand_as(factor).contiguous()                                              # c_k (1 - eta lam_k)^j
+    prediction = torch.zeros(factor.shape[0], factor.shape[-1], dtype=x.dtype)          # (E, N)
+    errors = torch.empty(factor.shape[0], steps, dtype=x.dtype)
+    for t in range(steps):
+        prediction += eta * term.sum(-2)
+        errors[:, t] = ((prediction - target) ** 2).mean(-1)
+        term.mul_(factor)
+    return errors
 
 
-def pto_steps(x: torch.Tensor, y: torch.Tensor, etas, steps: int):
-    """Preprocess-then-optimize: GD on x~ = diag(r / max|r|) x for every step size of `etas`,
-    yielded in the original coordinates (beta_t = diag(r / max|r|) w_t, so <w_t, x~_q> =
-    <beta_t, x_q>): (E, N, d) for t = 1..steps.
+def pto_query_errors(x: torch.Tensor, y: torch.Tensor, x_q: torch.Tensor, target: torch.Tensor, etas,
+                     steps: int) -> torch.Tensor:
+    """`gd_query_errors` of preprocess-then-optimize: GD on x~ = diag(r / max|r|) x, queried at
+    x~_q = diag(r / max|r|) x_q, with r = X^T y / n (spec §5).
 
     Scaling r to max |r_j| = 1 keeps the preprocessing's shape (which coordinates get large
     steps) but bounds the preconditioned curvature by that of X^T X / n: with raw r one
@@ -85,8 +99,7 @@ def pto_steps(x: torch.Tensor, y: torch.Tensor, etas, steps: int):
     """
     r = correlation(x, y)
     r = r / r.abs().amax(-1, keepdim=True).clamp_min(1e-12)
-    for w in gd_steps(x * r.unsqueeze(-2), y, etas, steps):
-        yield w * r
+    return gd_query_errors(x * r.unsqueeze(-2), y, x_q * r, target, etas, steps)
 
 
 def soft_threshold(w: torch.Tensor, level: torch.Tensor) -> torch.Tensor:

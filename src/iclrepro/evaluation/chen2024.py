@@ -177,8 +177,8 @@ def step_rows(sets: tuple, n: int, etas, layers: int) -> pd.DataFrame:
     The step size is tuned per step count on the first set (the probe-training set) and the
     risk scored on the second (the test set), like the probes."""
     rows = []
-    for label, method, preprocessing_layers in ((GD_STEPS, regression.gd_steps, 0),
-                                                 (PTO_STEPS, regression.pto_steps, 1)):
+    for label, method, preprocessing_layers in ((GD_STEPS, regression.gd_query_errors, 0),
+                                                 (PTO_STEPS, regression.pto_query_errors, 1)):
         tuned, scored = (path_risks(method, prompts, n, etas, layers) for prompts in sets)   # (E, T) each
         for layer in range(preprocessing_layers + 1, layers + 1):
             step = layer - preprocessing_layers - 1
@@ -223,9 +223,10 @@ def weight_risk(w: torch.Tensor, x_q: torch.Tensor, w_star: torch.Tensor) -> tor
 
 
 def path_risks(method, prompts, n: int, etas, steps: int) -> torch.Tensor:
-    """Risk of GD or PtO (`method` = regression.gd_steps / pto_steps) per step size and step: (E, T)."""
+    """Risk of GD or PtO (`method` = regression.gd_query_errors / pto_query_errors) per step size
+    and step: (E, T)."""
     x, y, x_q, w_star = context(prompts, n)
-    return torch.stack([weight_risk(w, x_q, w_star) for w in method(x, y, etas, steps)], -1)
+    return method(x, y, x_q, (w_star * x_q).sum(-1), etas, steps)
 
 
 def penalised_risks(prompts, n: int, kind: str, values, lasso_steps: int) -> torch.Tensor:
@@ -262,10 +263,10 @@ def baseline_rows(sets, n: int, spec: dict) -> list[dict]:
     x, y, x_q, w_star = context(sets[1], n)
     ols = float(weight_risk(regression.ridge_weights(x, y, 0.0), x_q, w_star))
     return [
-        tuned_iterative("PtO (tuned T)", regression.pto_steps, sets, n, grids, None),
-        tuned_iterative(f"PtO (T = {L})", regression.pto_steps, sets, n, grids, L),
-        tuned_iterative("GD (tuned T)", regression.gd_steps, sets, n, grids, None),
-        tuned_iterative(f"GD (T = {L})", regression.gd_steps, sets, n, grids, L),
+        tuned_iterative("PtO (tuned T)", regression.pto_query_errors, sets, n, grids, None),
+        tuned_iterative(f"PtO (T = {L})", regression.pto_query_errors, sets, n, grids, L),
+        tuned_iterative("GD (tuned T)", regression.gd_query_errors, sets, n, grids, None),
+        tuned_iterative(f"GD (T = {L})", regression.gd_query_errors, sets, n, grids, L),
         tuned_penalised("ridge", "ridge", sets, n, grids["ridge_lambda"], 0, "lam"),
         tuned_penalised("Lasso", "lasso", sets, n, grids["lasso_alpha"], grids["lasso_steps"], "alpha"),
         {"method": "OLS (min-norm)", "excess_risk": ols},
