@@ -1,7 +1,8 @@
 """Linear-regression reference predictors, batched over prompts (pure torch, float64).
 
 Shapes: x (N, D, d) context inputs, y (N, D) context labels, x_q (N, d) queries.
-Every function returns predictions at the queries, shape (N,).
+The predictors return predictions at the queries, shape (N,); chen2024's iterative estimators
+(below) return weights or query errors.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def fitted_scale(prediction: torch.Tensor, target: torch.Tensor) -> float:
 
 # ---------------------------------------------------------------------------
 # Iterative estimators of chen2024 (spec §5): GD, preprocess-then-optimize, Lasso.
-# Weights, not predictions: the risk of a linear predictor is E||w - w*||^2 (x_q ~ N(0, I)).
+# Lasso gives weights; GD and PtO give their whole path's query errors, step by step.
 # ---------------------------------------------------------------------------
 
 def correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -67,7 +68,7 @@ def gd_query_errors(x: torch.Tensor, y: torch.Tensor, x_q: torch.Tensor, target:
     GD is w_{t+1} = w_t - eta (G w_t - b) with G = X^T X / n, b = X^T y / n. In the eigenbasis
     G = V diag(lam) V^T, <w_t, x_q> = eta sum_{j<t} sum_k c_k (1 - eta lam_k)^j with
     c = (V^T b) * (V^T x_q), so a step costs elementwise products over (E, d, N) instead of one
-    batched (d x d) product per prompt (45x faster at N = 2,000, d = 8). No division by lam, so
+    batched (d x d) product per prompt (10x faster at N = 2,000, d = 8). No division by lam, so
     the null space of G (n < d) is exact. A diverging step size (|1 - eta lam| > 1) overflows to
     inf or NaN.
     """

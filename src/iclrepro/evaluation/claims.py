@@ -53,8 +53,10 @@ def worst(values: pd.Series, largest: bool = True) -> tuple[float, object]:
     A NaN point, such as a diverged baseline, is the worst of all, so that the claim fails
     instead of passing on the remaining points (pandas' max and idxmax skip NaN)."""
     missing = values.isna()
-    if values.empty or missing.any():
-        return float("nan"), values.index[missing][0] if missing.any() else None
+    if missing.any():
+        return float("nan"), values.index[missing][0]
+    if values.empty:
+        return float("nan"), None
     at = values.idxmax() if largest else values.idxmin()
     return float(values[at]), at
 
