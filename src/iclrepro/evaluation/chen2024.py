@@ -27,6 +27,7 @@ from iclrepro import store
 from iclrepro.baselines import regression
 from iclrepro.errors import IclreproError
 from iclrepro.evaluation import claims as verdicts
+from iclrepro.evaluation import stages
 from iclrepro.models import chen2024 as models
 from iclrepro.tasks import chen2024 as tasks
 
@@ -401,9 +402,7 @@ CLAIMS = (claims_heads, claims_pruning, claims_pto, claim_dimension, claim_heads
 
 def claims(spec: dict, node_id: str, results: str, out: str) -> None:
     """Claims stage: check every claim on the tidy figure data."""
-    layout = store.Layout(results)
-    figs = {name: store.read_parquet(layout.tidy(PAPER, name)).to_pandas() for name in spec["figures"]}
-    verdicts.write(PAPER, [claim for check in CLAIMS for claim in check(figs, spec["claims"])], spec, node_id, out)
+    stages.write_claims(PAPER, CLAIMS, spec, node_id, results, out)
 
 
 KINDS = {"risk_vs_n": risk_vs_n, "importance": importance, "prune_probe": prune_probe, "algorithms": algorithms,
@@ -412,9 +411,7 @@ KINDS = {"risk_vs_n": risk_vs_n, "importance": importance, "prune_probe": prune_
 
 def tidy(spec: dict, node_id: str, results: str, out: str) -> None:
     """Tidy stage: one figure's data as Parquet (what its drawing shows)."""
-    frame = KINDS[spec["kind"]](spec, store.Layout(results))
-    store.write_parquet(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), out,
-                        spec=spec, content=node_id)
+    stages.write_tidy(KINDS, spec, node_id, results, out)
 
 
 def predict(cell_dir: str, prompts_path: str, out: str) -> None:

@@ -18,6 +18,7 @@ import torch
 from iclrepro import store
 from iclrepro.baselines import regression
 from iclrepro.evaluation import claims as verdicts
+from iclrepro.evaluation import stages
 from iclrepro.models import cui2024 as models
 from iclrepro.tasks import cui2024 as tasks
 
@@ -172,8 +173,7 @@ KINDS = {"sweep": sweep, "embedding": embedding, "table": table}
 
 def tidy(spec: dict, node_id: str, results: str, out: str) -> None:
     """Tidy stage: one figure's data as Parquet (what its drawing shows)."""
-    frame = KINDS[spec["kind"]](spec, store.Layout(results))
-    store.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), out, spec=spec, content=node_id)
+    stages.write_tidy(KINDS, spec, node_id, results, out)
 
 
 def predict(cell_dir: str, prompts_path: str, out: str) -> None:
@@ -319,7 +319,4 @@ CLAIMS = (claim_mh_below_sh, claims_slope_and_constant, claim_ratio_vs_theory, c
 
 def claims(spec: dict, node_id: str, results: str, out: str) -> None:
     """Claims stage: check every claim on the tidy figure data."""
-    layout = store.Layout(results)
-    figs = {name: store.read_parquet(layout.tidy(PAPER, name)).to_pandas() for name in spec["figures"]}
-    found = [claim for check in CLAIMS for claim in check(figs, spec["claims"])]
-    verdicts.write(PAPER, found, spec, node_id, out)
+    stages.write_claims(PAPER, CLAIMS, spec, node_id, results, out)

@@ -16,6 +16,7 @@ import torch
 
 from iclrepro import store
 from iclrepro.evaluation import claims as verdicts
+from iclrepro.evaluation import stages
 from iclrepro.models import deora2023 as models
 from iclrepro.tasks import deora2023 as tasks
 from iclrepro.theory import deora2023 as theory
@@ -158,9 +159,7 @@ KINDS = {"training": training, "dynamics": dynamics, "initialization": initializ
 
 def tidy(spec: dict, node_id: str, results: str, out: str) -> None:
     """Tidy stage: one figure's data as Parquet (what its drawing shows)."""
-    frame = KINDS[spec["kind"]](spec, store.Layout(results))
-    store.write_parquet(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), out,
-                        spec=spec, content=node_id)
+    stages.write_tidy(KINDS, spec, node_id, results, out)
 
 
 # ---------------------------------------------------------------------------
@@ -248,10 +247,7 @@ CLAIMS = (claim_heads_train_loss, claim_test_error, claim_distance, claims_initi
 
 def claims(spec: dict, node_id: str, results: str, out: str) -> None:
     """Claims stage: check every claim on the tidy figure data."""
-    layout = store.Layout(results)
-    figs = {name: store.read_parquet(layout.tidy(PAPER, name)).to_pandas() for name in spec["figures"]}
-    settings = {**spec["claims"], "E4_H": spec["E4_H"]}
-    verdicts.write(PAPER, [claim for check in CLAIMS for claim in check(figs, settings)], spec, node_id, out)
+    stages.write_claims(PAPER, CLAIMS, spec, node_id, results, out)
 
 
 def predict(cell_dir: str, sequences_path: str, out: str) -> None:

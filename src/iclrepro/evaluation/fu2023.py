@@ -19,6 +19,7 @@ import torch
 from iclrepro import store
 from iclrepro.baselines import ridge
 from iclrepro.evaluation import claims as verdicts
+from iclrepro.evaluation import stages
 from iclrepro.models import fu2023 as models
 from iclrepro.tasks import fu2023 as tasks
 from iclrepro.theory import fu2023 as theory
@@ -158,9 +159,7 @@ CLAIMS = (claim_rfa_vs_rfmlp, claim_brfa_vs_rfa, claims_complexity, claims_kerne
 
 def claims(spec: dict, node_id: str, results: str, out: str) -> None:
     """Claims stage: check every claim on the tidy figure data."""
-    layout = store.Layout(results)
-    figs = {name: store.read_parquet(layout.tidy(PAPER, name)).to_pandas() for name in spec["figures"]}
-    verdicts.write(PAPER, [claim for check in CLAIMS for claim in check(figs, spec["claims"])], spec, node_id, out)
+    stages.write_claims(PAPER, CLAIMS, spec, node_id, results, out)
 
 
 KINDS = {"curves": curves, "kernel": kernel}
@@ -168,8 +167,7 @@ KINDS = {"curves": curves, "kernel": kernel}
 
 def tidy(spec: dict, node_id: str, results: str, out: str) -> None:
     """Tidy stage: one figure's data as Parquet (what its drawing shows)."""
-    frame = KINDS[spec["kind"]](spec, store.Layout(results))
-    store.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), out, spec=spec, content=node_id)
+    stages.write_tidy(KINDS, spec, node_id, results, out)
 
 
 def predict(cell_dir: str, prompts_path: str, out: str) -> None:

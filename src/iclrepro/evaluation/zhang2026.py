@@ -20,6 +20,7 @@ import torch
 
 from iclrepro import store
 from iclrepro.evaluation import claims as verdicts
+from iclrepro.evaluation import stages
 from iclrepro.models import zhang2026 as models
 from iclrepro.tasks import zhang2026 as tasks
 from iclrepro.theory import zhang2026 as theory
@@ -440,10 +441,7 @@ CLAIMS = (claim_construction, claims_depth, claims_training, claim_structure, cl
 
 def claims(spec: dict, node_id: str, results: str, out: str) -> None:
     """Claims stage: check every claim on the tidy figure data."""
-    layout = store.Layout(results)
-    figs = {name: store.read_parquet(layout.tidy(PAPER, name)).to_pandas() for name in spec["figures"]}
-    found = [claim for check in CLAIMS for claim in check(figs, spec["claims"])]
-    verdicts.write(PAPER, found, spec, node_id, out)
+    stages.write_claims(PAPER, CLAIMS, spec, node_id, results, out)
 
 
 KINDS = {"depth": depth, "training": training, "weights": weights, "loop": loop, "ood": ood,
@@ -452,9 +450,7 @@ KINDS = {"depth": depth, "training": training, "weights": weights, "loop": loop,
 
 def tidy(spec: dict, node_id: str, results: str, out: str) -> None:
     """Tidy stage: one figure's data as Parquet (what its drawing shows)."""
-    frame = KINDS[spec["kind"]](spec, store.Layout(results))
-    store.write_parquet(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), out,
-                        spec=spec, content=node_id)
+    stages.write_tidy(KINDS, spec, node_id, results, out)
 
 
 def predict(cell_dir: str, prompts_path: str, out: str) -> None:

@@ -83,7 +83,7 @@ class Planner:
                             [node for _, _, node in samples]),
             "hessian": self.tidy("hessian", "hessian", {"theory": hessian.name}, [hessian]),
         }
-        return plan.figures_and_claims(PAPER, tidy, {"claims": self.block["claims"], "E4_H": e4})
+        return plan.figures_and_claims(PAPER, tidy, {"claims": {**self.block["claims"], "E4_H": e4}})
 
 
 def nodes(config: dict) -> list[plan.Node]:
