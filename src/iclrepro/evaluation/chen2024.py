@@ -276,7 +276,7 @@ def baseline_rows(sets, n: int, spec: dict) -> list[dict]:
 
 def transformer_rows(entry: dict, layout: store.Layout, grid) -> pd.DataFrame:
     risk = risk_vs_n({"cells": [{"cell": entry["cell"], "H": 0}]}, layout)
-    risk = risk[risk["n"].isin(grid)].groupby("n", as_index=False)["excess_risk"].mean()
+    risk = risk[risk["n"].isin(grid)].groupby("n", as_index=False)["excess_risk"].mean(skipna=False)
     return risk.assign(method=f"transformer (H = {entry['H']})", source="trained", sigma=entry["sigma"])
 
 
@@ -312,16 +312,17 @@ def dimension(spec: dict, layout: store.Layout) -> pd.DataFrame:
 def sorted_shares(frame: pd.DataFrame) -> pd.DataFrame:
     """Seed-mean share of the r-th most important head of each layer (heads are unordered,
     so seeds are compared rank by rank): index layer, columns rank 0 (top), 1, ..."""
-    return frame.groupby(["layer", "rank"])["share"].mean().unstack("rank")
+    return frame.groupby(["layer", "rank"])["share"].mean(skipna=False).unstack("rank")
 
 
 def claims_heads(figs, cfg) -> list[verdicts.Claim]:
     ranked = sorted_shares(figs["importance"])
-    spread = int((ranked.loc[1] >= cfg["head_share_min"]).sum())
+    first = ranked.loc[1]
+    spread = float("nan") if first.isna().any() else float((first >= cfg["head_share_min"]).sum())
     dominance, _ = verdicts.worst(ranked.loc[ranked.index > 1, 0], largest=False)
     return [
         verdicts.Claim("layer1_spreads", "importance", "layer 1 spreads its importance over several heads",
-                       float(spread), f">= 2 heads with a normalised share >= {cfg['head_share_min']:g} "
+                       spread, f">= 2 heads with a normalised share >= {cfg['head_share_min']:g} "
                        "(seed mean, rank by rank)", spread >= 2),
         verdicts.Claim("later_layers_one_head", "importance", "every later layer is dominated by one head",
                        dominance, f"top-head share >= {cfg['top_share_min']:g} in every layer >= 2 (seed mean)",
@@ -332,7 +333,7 @@ def output_risks(frame: pd.DataFrame) -> pd.DataFrame:
     """Seed-mean output risk per (L, sigma) and model: columns full, pruned, single-head."""
     frame = frame[frame["model"].isin([FULL, PRUNED, SINGLE])]
     last = frame[frame["layer"] == frame.groupby(["L", "sigma"])["layer"].transform("max")]
-    return last.groupby(["L", "sigma", "model"])["output_risk"].mean().unstack("model")
+    return last.groupby(["L", "sigma", "model"])["output_risk"].mean(skipna=False).unstack("model")
 
 
 def claims_pruning(figs, cfg) -> list[verdicts.Claim]:
@@ -388,7 +389,7 @@ def claim_dimension(figs, cfg) -> list[verdicts.Claim]:
 
 
 def claim_heads(figs, cfg) -> list[verdicts.Claim]:
-    risk = figs["risk_vs_n"].groupby(["H", "n"])["excess_risk"].mean().unstack("H")
+    risk = figs["risk_vs_n"].groupby(["H", "n"])["excess_risk"].mean(skipna=False).unstack("H")
     most, fewest = risk.columns.max(), risk.columns.min()
     at_large_n = risk[risk.index >= cfg["d"]]
     worst, _ = verdicts.worst(at_large_n[most] / at_large_n[fewest])
