@@ -220,7 +220,7 @@ def build(config: dict) -> Plan:
     plan = Plan(store.Layout(config["results"]))
     for paper in config["papers"]:
         planner = importlib.import_module(REGISTRY[paper].planner)
-        for node in planner.nodes(config):
+        for node in planner.Planner(config).nodes():
             plan.add(node)
     plan.make_batches(config["batch_size"])
     return plan

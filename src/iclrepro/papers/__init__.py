@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 @dataclass(frozen=True)
 class PaperStages:
-    planner: str  # module with nodes(config) -> list[Node], describe(cell spec) -> str and
+    planner: str  # module with Planner(config).nodes() -> list[Node], describe(cell spec) -> str and
                   # resources(cell spec) -> {mem_mb, runtime (minutes)}
     data: str     # (spec, id, out) -> None: write a test or training set
     train: str    # (spec, id, data, out_dir, threads, checkpoint_minutes) -> None: train + evaluate

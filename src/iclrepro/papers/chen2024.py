@@ -134,11 +134,6 @@ class Planner:
         return plan.figures_and_claims(PAPER, tidy, {"claims": {**b["claims"], "d": b["d"]}})
 
 
-def nodes(config: dict) -> list[plan.Node]:
-    """Every figure's drawing node and the claims node (their inputs hang below them)."""
-    return Planner(config).nodes()
-
-
 def describe(spec: dict) -> str:
     """One line of a cell's key settings (for `iclrepro cells`)."""
     task, model = spec["task"], spec["model"]

@@ -122,11 +122,6 @@ class Planner:
         return plan.figures_and_claims(PAPER, tidy, {"claims": self.block["claims"]})
 
 
-def nodes(config: dict) -> list[plan.Node]:
-    """Every figure's drawing node and the claims node (their inputs hang below them)."""
-    return Planner(config).nodes()
-
-
 def describe(spec: dict) -> str:
     """One line of a cell's key settings (for `iclrepro cells`)."""
     model = spec["model"]

@@ -114,11 +114,6 @@ class Planner:
         return plan.figures_and_claims(PAPER, tidy, {"claims": {**self.block["claims"], "N": self.block["N"]}})
 
 
-def nodes(config: dict) -> list[plan.Node]:
-    """Every figure's drawing node and the claims node (their inputs hang below them)."""
-    return Planner(config).nodes()
-
-
 def describe(spec: dict) -> str:
     """One line of a cell's key settings (for `iclrepro cells`)."""
     dist, training = spec["distribution"], spec["training"]
