@@ -342,13 +342,14 @@ def claims_depth(figs, cfg) -> list[verdicts.Claim]:
     errors = algorithms.groupby(["N", "T", "series"])["direction_error"].mean(skipna=False).unstack("series")
     ngd, gd = errors[RULE_NAMES["ngd"]], errors[RULE_NAMES["gd"]]
     steps = ngd.groupby(level="N").apply(lambda curve: float((curve.to_numpy()[1:] / curve.to_numpy()[:-1]).max()))
+    slowest = float(steps.max(skipna=False))
     last, N = int(e1["T"].max()), cfg["N"]
     ratio = float(gd[(N, last)] / ngd[(N, last)])
     bound = cfg["ngd_over_gd_min"]
     return [
         verdicts.Claim("depth_improves_ngd", "E1", "more layers give a better direction: NGD's 1 - cos(w_L, u_bar) "
-                       "falls with every step of the L grid", float(steps.max(skipna=False)),
-                       "largest ratio of consecutive errors < 1 (every N)", float(steps.max(skipna=False)) < 1),
+                       "falls with every step of the L grid", slowest,
+                       "largest ratio of consecutive errors < 1 (every N)", slowest < 1),
         verdicts.Claim("ngd_faster_than_gd", "E1", f"NGD's direction error at L = {last} is far below GD's (N = {N})",
                        ratio, f"GD / NGD >= {bound:g}", ratio >= bound)]
 
