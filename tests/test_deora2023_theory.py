@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from iclrepro.evaluation import deora2023 as evaluation
 from iclrepro.models import deora2023 as models
 from iclrepro.tasks import deora2023 as tasks
 from iclrepro.theory import deora2023 as theory
@@ -72,3 +74,14 @@ def test_bounds_fall_with_steps_and_samples_and_grow_as_the_margin_shrinks():
     assert np.all(np.diff(test) < 0)
     line = theory.rate_line(K, 0.5, 1.0, theory.fitted_constant(K[-1], 0.01, 0.5, 1.0))
     assert line[-1] == pytest.approx(0.01) and line[0] == pytest.approx(1.0)
+
+
+def test_bound_lines_read_nan_when_one_seed_margin_is_nan():
+    """A seed whose margin failed must not be averaged away from the drawn T3 bound and rate line."""
+    steps = np.array([1, 10, 100])
+    losses = pd.Series([1.0, 0.5, 0.1], index=steps)
+    spec = {"eta": 0.5, "theory": CONSTANTS}
+    finite = pd.DataFrame({"gamma_all": [0.5, 0.7], "phi0_max": [1.0, 1.0]})
+    failed = finite.assign(gamma_all=[0.5, float("nan")])
+    assert np.isfinite(evaluation.bound_rows(2, steps, finite, losses, spec)["value"]).all()
+    assert evaluation.bound_rows(2, steps, failed, losses, spec)["value"].isna().all()

@@ -78,10 +78,15 @@ def dynamics(spec: dict, layout: store.Layout) -> pd.DataFrame:
                      ignore_index=True)
 
 
+def seed_mean(margins: pd.DataFrame, column: str) -> float:
+    """A margin averaged over seeds; NaN if any seed's is (a drawn line must not hide a failed seed)."""
+    return float(margins[column].mean(skipna=False))
+
+
 def bound_rows(H: int, steps: np.ndarray, margins: pd.DataFrame, losses: pd.Series, spec: dict) -> pd.DataFrame:
     """T3's bound and the c / (eta gamma^2 k) line of one H, at the seed-mean gamma (c: through the
     first seed's losses over the last decade of steps)."""
-    gamma, phi0 = float(margins["gamma_all"].mean()), float(margins["phi0_max"].mean())
+    gamma, phi0 = seed_mean(margins, "gamma_all"), seed_mean(margins, "phi0_max")
     last = steps[steps >= steps.max() / 10]
     c = theory.fitted_constant(last, losses.loc[last].to_numpy(), gamma, spec["eta"])
     return pd.concat([
@@ -133,13 +138,13 @@ def samples(spec: dict, layout: store.Layout) -> pd.DataFrame:
         steps = float(store.read_json(layout.cell(entry["cell"], "spec.json"))["spec"]["training"]
                       ["optimisation"]["steps"])
         frame = final(layout, entry["cell"], {"n": entry["n"], "H": entry["H"], "part": "final"})
-        gamma, phi0 = float(margins["gamma_all"].mean()), float(margins["phi0_max"].mean())
+        gamma, phi0 = seed_mean(margins, "gamma_all"), seed_mean(margins, "phi0_max")
         bound = float(theory.test_bound(entry["n"], steps, gamma, phi0, spec["eta"], spec["theory"]))
         frames.append(frame.assign(gamma=gamma, T4_bound=bound))
     frame = pd.concat(frames, ignore_index=True)
     lines = []
     for H, rows in frame.groupby("H"):
-        means = rows.groupby("n")[["test_loss", "gamma"]].mean()
+        means = rows.groupby("n")[["test_loss", "gamma"]].mean(skipna=False)
         first = means.iloc[0]
         c = theory.fitted_constant(means.index[0], first["test_loss"], first["gamma"], 1.0)
         lines.append(pd.DataFrame({"n": means.index, "H": H, "part": "theory", "series": "c / (gamma^2 n)",
