@@ -25,3 +25,10 @@ def test_ensemble_step_breakdown_times_every_part_for_one_and_eight_seeds():
     assert sorted(parts) == sorted(f"S={S} {part}" for S in (1, 8)
                                    for part in ("draw", "forward_backward", "optimizer"))
     assert all(us > 0 for us in parts.values())
+
+
+def test_paired_timings_alternate_so_machine_drift_reaches_both_runs():
+    calls = []
+    first, second = bench.best_of_alternating(lambda: calls.append("a"), lambda: calls.append("b"), repeats=3)
+    assert calls == ["a", "b"] * 3
+    assert first >= 0 and second >= 0
