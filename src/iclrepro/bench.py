@@ -12,7 +12,8 @@
 * with --pipeline: the quick pipeline from scratch with 2 cores and with 1 core;
 * with --kills N: the smoke pipeline SIGKILLed N times at random moments, each time
   resumed and compared, bitwise, with an uninterrupted run (results lost or corrupted).
-Timings take the best of a few repeats: the machine may be shared.
+Timings take the best of a few repeats, and a ratio times its two sides in turn: the machine
+may be shared, and its speed drifts.
 """
 
 from __future__ import annotations
