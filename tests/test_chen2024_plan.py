@@ -43,6 +43,7 @@ def test_paper_scale_runs_on_the_configured_accelerator(raw, schema):
     ("heads", lambda b: b.update(heads=[1, 3]), "do not divide"),
     ("figures.algorithms.n", lambda b: b["figures"]["algorithms"].update(n=[4, 400]), "exceed"),
     ("model.layers", lambda b: b["model"].update(layers=1), "at least 2 layers"),
+    ("training.warmup_steps", lambda b: b["training"].update(warmup_steps=190_000), "runs into the decay"),
     ("figures.dimension.d", lambda b: b["figures"]["dimension"].update(d=[2, 16]), "below the sparsity"),
 ])
 def test_plan_errors_name_the_key(raw, schema, key, edit, message):

@@ -123,6 +123,15 @@ def test_double_precision_trains_in_float64():
     assert objective.model.weight.dtype == torch.float64
 
 
+def test_schedule_warms_up_linearly_then_holds_then_decays_to_zero():
+    schedule = core.Optimisation(steps=10, lr=1.0, decay_fraction=0.4, warmup_steps=4)
+    factors = [schedule.factor(step) for step in range(10)]
+    assert factors[:6] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert factors[6] == 1.0 and factors[6:] == sorted(factors[6:], reverse=True)
+    assert 0 < factors[9] < 0.2
+    assert core.Optimisation(steps=10, lr=1.0).factor(0) == 1.0   # no warm-up unless asked
+
+
 def test_unknown_optimizer_is_rejected():
     with pytest.raises(ValueError, match="unknown optimizer 'sgdd'"):
         core.Optimisation(steps=1, optimizer="sgdd")

@@ -43,6 +43,10 @@ class Planner:
         beyond = [n for n in b["figures"]["algorithms"]["n"] if n > b["n"]]
         if beyond:
             self.fail("figures.algorithms.n", f"{beyond} exceed the prompts' n = {b['n']}")
+        training = b["training"]
+        if training["warmup_steps"] > training["steps"] * (1 - training["decay_fraction"]):
+            self.fail("training.warmup_steps", f"{training['warmup_steps']} runs into the decay, which starts after "
+                      f"{int(training['steps'] * (1 - training['decay_fraction']))} of {training['steps']} steps")
         if b["model"]["layers"] < 2:
             self.fail("model.layers", "pruning and probing need at least 2 layers")
         shallow = [v for v in b["figures"]["depth_noise"]["variants"] if v["layers"] < 2]
@@ -68,7 +72,7 @@ class Planner:
                 "seeds": list(range(training["seeds"])), "heldout": heldout.id, "device": self.accelerator,
                 "training": {"batch": training["batch"], "optimisation": {
                     "steps": training["steps"], "lr": training["lr"], "decay_fraction": training["decay_fraction"],
-                    "optimizer": "adam"}}}
+                    "warmup_steps": training["warmup_steps"], "optimizer": "adam"}}}
         return plan.make("train", PAPER, spec, inputs=(heldout,))
 
     def tidy(self, figure: str, kind: str, spec: dict, inputs) -> plan.Node:

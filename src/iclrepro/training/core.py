@@ -68,7 +68,8 @@ def configure_threads(threads: int) -> None:
 class Optimisation:
     """How a cell's parameters are fitted.
 
-    adam:        Adam at `lr`, cosine-decayed to 0 over the final `decay_fraction` of steps
+    adam:        Adam at `lr`, raised linearly from lr / warmup_steps over the first
+                 `warmup_steps` steps, cosine-decayed to 0 over the final `decay_fraction`
     gd:          plain gradient descent with constant step `lr` (no momentum); full-batch GD
                  when the objective draws the whole training set every step
     closed_form: one step in which the objective solves for its parameters (Objective.solve)
@@ -78,6 +79,7 @@ class Optimisation:
     steps: int
     lr: float = 0.0
     decay_fraction: float = 0.0
+    warmup_steps: int = 0
     optimizer: str = "adam"
     snapshots: tuple[int, ...] = ()
 
@@ -89,7 +91,7 @@ class Optimisation:
     def factor(self, step: int) -> float:
         start = int(self.steps * (1 - self.decay_fraction))
         if step < start:
-            return 1.0
+            return min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
         return 0.5 * (1 + math.cos(math.pi * (step - start) / max(1, self.steps - start)))
 
 
