@@ -27,6 +27,18 @@ def test_planning_imports_neither_torch_nor_lightning(root):
     assert result.stdout.strip() == ""
 
 
+def test_figures_do_not_import_torch(root):
+    """Drawing reads tidy Parquet only (DESIGN.md); shared series names must not pull torch in."""
+    code = (
+        "import importlib, sys; sys.path.insert(0, 'src')\n"
+        "from iclrepro.papers import REGISTRY\n"
+        "for paper in REGISTRY: importlib.import_module(f'iclrepro.figures.{paper}')\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
 @pytest.mark.parametrize("scale", config.SCALES)
 @pytest.mark.parametrize("paper", sorted(REGISTRY))
 def test_every_paper_plans_every_figure_and_its_claims_at_every_scale(raw, schema, paper, scale):

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from iclrepro import store
+from iclrepro import series_names, store
 from iclrepro.baselines import regression
 from iclrepro.errors import IclreproError
 from iclrepro.evaluation import claims as verdicts
@@ -32,7 +32,7 @@ from iclrepro.models import chen2024 as models
 from iclrepro.tasks import chen2024 as tasks
 
 PAPER = "chen2024"
-FULL, PRUNED, SINGLE = "full", "pruned", "single-head"
+FULL, PRUNED, SINGLE = series_names.CHEN2024_MODELS
 GD_STEPS, PTO_STEPS = "GD, l steps", "PtO, l - 1 steps"   # the probe figures' algorithm rows
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from iclrepro import store
+from iclrepro import series_names, store
 from iclrepro.evaluation import claims as verdicts
 from iclrepro.evaluation import stages
 from iclrepro.models import zhang2026 as models
@@ -27,7 +27,7 @@ from iclrepro.theory import zhang2026 as theory
 
 PAPER = "zhang2026"
 RULE_NAMES = {"ngd": "NGD", "ngd_gradnorm": "NGD (gradient norm)", "gd": "GD"}
-LOOPED = "looped trained layer"
+LOOPED = series_names.ZHANG2026_LOOPED
 PREDICT_LOOPS = (1, 10, 100, 1000)  # loops at which `iclrepro predict` reports the query score
 
 

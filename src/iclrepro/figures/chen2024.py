@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import seaborn as sns
 
+from iclrepro import series_names
 from iclrepro.figures import common
 
-MODEL_ORDER = ["full", "pruned", "single-head"]
+MODEL_ORDER = list(series_names.CHEN2024_MODELS)
 
 
 def draw_risk_vs_n(frame):

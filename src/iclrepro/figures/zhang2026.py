@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from iclrepro import series_names
 from iclrepro.figures import common
 
-LOOPED = "looped trained layer"
+LOOPED = series_names.ZHANG2026_LOOPED
 METRIC_LABELS = {"direction_error": "1 - cos(w, u_bar)", "margin_gap": "gamma* - gamma(w)",
                  "accuracy": "query accuracy", "w_norm": "||w||"}
 
