@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import subprocess
 import sys
@@ -14,29 +15,25 @@ from iclrepro import config
 from iclrepro.papers import REGISTRY
 
 
+def imported_after(root, code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` a fresh interpreter has imported after running `code` in the repository."""
+    script = (f"import importlib, sys; sys.path.insert(0, 'src')\n{code}\n"
+              f"print(sorted(set({modules!r}) & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True)
+    return ast.literal_eval(result.stdout.strip())
+
+
 def test_planning_imports_neither_torch_nor_lightning(root):
-    code = (
-        "import sys; sys.path.insert(0, 'src')\n"
-        "from iclrepro import config, plan\n"
-        "for scale in ('smoke', 'quick', 'paper'):\n"
-        "    plan.build(config.load('config.yaml', {'scale': scale}))\n"
-        "heavy = sorted(m for m in ('torch', 'lightning', 'matplotlib', 'pandas') if m in sys.modules)\n"
-        "print(','.join(heavy))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == ""
+    code = ("from iclrepro import config, plan\n"
+            "for scale in ('smoke', 'quick', 'paper'): plan.build(config.load('config.yaml', {'scale': scale}))")
+    assert imported_after(root, code, ("torch", "lightning", "matplotlib", "pandas")) == []
 
 
 def test_figures_do_not_import_torch(root):
     """Drawing reads tidy Parquet only (DESIGN.md); shared series names must not pull torch in."""
-    code = (
-        "import importlib, sys; sys.path.insert(0, 'src')\n"
-        "from iclrepro.papers import REGISTRY\n"
-        "for paper in REGISTRY: importlib.import_module(f'iclrepro.figures.{paper}')\n"
-        "print('torch' in sys.modules)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"
+    code = ("from iclrepro.papers import REGISTRY\n"
+            "for paper in REGISTRY: importlib.import_module(f'iclrepro.figures.{paper}')")
+    assert imported_after(root, code, ("torch", "lightning")) == []
 
 
 @pytest.mark.parametrize("scale", config.SCALES)
