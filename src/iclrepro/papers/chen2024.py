@@ -44,9 +44,10 @@ class Planner:
         if beyond:
             self.fail("figures.algorithms.n", f"{beyond} exceed the prompts' n = {b['n']}")
         training = b["training"]
-        if training["warmup_steps"] > training["steps"] * (1 - training["decay_fraction"]):
+        decay_start = int(training["steps"] * (1 - training["decay_fraction"]))  # as core.Optimisation.factor
+        if training["warmup_steps"] > decay_start:
             self.fail("training.warmup_steps", f"{training['warmup_steps']} runs into the decay, which starts after "
-                      f"{int(training['steps'] * (1 - training['decay_fraction']))} of {training['steps']} steps")
+                      f"{decay_start} of {training['steps']} steps")
         if b["model"]["layers"] < 2:
             self.fail("model.layers", "pruning and probing need at least 2 layers")
         shallow = [v for v in b["figures"]["depth_noise"]["variants"] if v["layers"] < 2]
