@@ -36,6 +36,11 @@ def test_paper_scale_runs_on_the_configured_accelerator(raw, schema):
     assert {cell.spec["model"]["attention"] for cell in built.cells.values()} == {"softmax"}
 
 
+def test_cells_train_with_the_configured_weight_decay(raw, schema):
+    built = planned(raw, schema, edit=lambda b: b["training"].update(weight_decay=0.05))
+    assert {c.spec["training"]["optimisation"]["weight_decay"] for c in built.cells.values()} == {0.05}
+
+
 @pytest.mark.parametrize("key, edit, message", [
     ("s", lambda b: b.update(s=b["d"] + 1), "exceeds d"),
     ("analysis_n", lambda b: b.update(analysis_n=b["n"] + 1), "exceeds the prompts"),
@@ -56,6 +61,8 @@ def test_schema_rejects_unknown_keys_and_values(raw, schema):
         planned(raw, schema, edit=lambda b: b["model"].update(attention="cosine"))
     with pytest.raises(config.ConfigError, match="chen2024"):
         planned(raw, schema, edit=lambda b: b.update(typo=1))
+    with pytest.raises(config.ConfigError, match="chen2024.training.weight_decay"):
+        planned(raw, schema, edit=lambda b: b["training"].update(weight_decay=-0.01))
 
 
 def test_cells_describe_and_size_themselves(raw, schema):

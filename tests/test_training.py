@@ -132,6 +132,41 @@ def test_schedule_warms_up_linearly_then_holds_then_decays_to_zero():
     assert core.Optimisation(steps=10, lr=1.0).factor(0) == 1.0   # no warm-up unless asked
 
 
+class Flat(Quadratic):
+    """A loss with zero gradient: Adam's own update is 0, so only weight decay moves the weights."""
+
+    def loss(self, batch):
+        return (0 * self.model.weight).sum(-1)
+
+
+def adam_trained_weight(objective: Quadratic, **optimisation) -> torch.Tensor:
+    torch.nn.init.ones_(objective.model.weight)
+    core.fit(objective, core.Optimisation(steps=5, lr=0.1, **optimisation), "adam", 2)
+    return objective.model.weight.detach()
+
+
+def test_adam_without_weight_decay_is_torchs_adam():
+    objective = Quadratic(seeds=2)
+    torch.nn.init.ones_(objective.model.weight)
+    adam = torch.optim.Adam(objective.model.parameters(), lr=0.1)
+    for _ in range(5):
+        adam.zero_grad()
+        objective.loss(None).sum().backward()
+        adam.step()
+    assert torch.equal(adam_trained_weight(Quadratic(seeds=2)), objective.model.weight.detach())
+
+
+def test_weight_decay_is_decoupled_from_the_gradient():
+    """AdamW: every step multiplies the weights by 1 - lr * weight_decay, whatever the gradient."""
+    assert torch.allclose(adam_trained_weight(Flat(seeds=2), weight_decay=0.5), torch.full((2, 3), 0.95 ** 5))
+    assert torch.equal(adam_trained_weight(Flat(seeds=2)), torch.ones(2, 3))
+
+
+def test_weight_decay_needs_adam():
+    with pytest.raises(ValueError, match="weight_decay 0.1 needs the adam optimizer, not 'gd'"):
+        core.Optimisation(steps=1, lr=0.1, optimizer="gd", weight_decay=0.1)
+
+
 def test_unknown_optimizer_is_rejected():
     with pytest.raises(ValueError, match="unknown optimizer 'sgdd'"):
         core.Optimisation(steps=1, optimizer="sgdd")

@@ -93,8 +93,7 @@ def bare_run(spec: dict, steps: int | None = None):
     def run():
         objective = objective_of(spec)
         optimisation = optimisation_of(spec, steps)
-        optimizer = torch.optim.Adam(objective.model.parameters(), lr=optimisation.lr)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, optimisation.factor)
+        optimizer, schedule = optimisation.optimizer_and_schedule(objective.model.parameters())
         for _ in range(optimisation.steps):
             loss = objective.loss(objective.draw()).sum()
             optimizer.zero_grad(set_to_none=True)
@@ -148,8 +147,9 @@ def ensemble_step_us(seeds=(1, 8), updates: int = 200) -> dict[str, float]:
 
 
 def update_parts_us(seeds: int, updates: int) -> dict[str, float]:
-    objective = objective_of(cui2024_spec(1, list(range(seeds))))
-    optimizer = torch.optim.Adam(objective.model.parameters(), lr=1e-3)
+    spec = cui2024_spec(1, list(range(seeds)))
+    objective = objective_of(spec)
+    optimizer, _ = optimisation_of(spec).optimizer_and_schedule(objective.model.parameters())
     batch = objective.draw()
 
     def backward():

@@ -73,7 +73,8 @@ class Planner:
                 "seeds": list(range(training["seeds"])), "heldout": heldout.id, "device": self.accelerator,
                 "training": {"batch": training["batch"], "optimisation": {
                     "steps": training["steps"], "lr": training["lr"], "decay_fraction": training["decay_fraction"],
-                    "warmup_steps": training["warmup_steps"], "optimizer": "adam"}}}
+                    "warmup_steps": training["warmup_steps"], "weight_decay": training["weight_decay"],
+                    "optimizer": "adam"}}}
         return plan.make("train", PAPER, spec, inputs=(heldout,))
 
     def tidy(self, figure: str, kind: str, spec: dict, inputs) -> plan.Node:

@@ -69,7 +69,9 @@ class Optimisation:
     """How a cell's parameters are fitted.
 
     adam:        Adam at `lr`, raised linearly from lr / warmup_steps over the first
-                 `warmup_steps` steps, cosine-decayed to 0 over the final `decay_fraction`
+                 `warmup_steps` steps, cosine-decayed to 0 over the final `decay_fraction`;
+                 with `weight_decay` > 0, AdamW's decoupled decay (each step multiplies every
+                 parameter by 1 - lr_t * weight_decay, element-wise, so seeds stay independent)
     gd:          plain gradient descent with constant step `lr` (no momentum); full-batch GD
                  when the objective draws the whole training set every step
     closed_form: one step in which the objective solves for its parameters (Objective.solve)
@@ -80,12 +82,15 @@ class Optimisation:
     lr: float = 0.0
     decay_fraction: float = 0.0
     warmup_steps: int = 0
+    weight_decay: float = 0.0
     optimizer: str = "adam"
     snapshots: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "gd", "closed_form"):
             raise ValueError(f"unknown optimizer {self.optimizer!r} (adam, gd or closed_form)")
+        if self.weight_decay and self.optimizer != "adam":
+            raise ValueError(f"weight_decay {self.weight_decay} needs the adam optimizer, not {self.optimizer!r}")
         self.snapshots = tuple(self.snapshots)
 
     def factor(self, step: int) -> float:
@@ -93,6 +98,17 @@ class Optimisation:
         if step < start:
             return min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
         return 0.5 * (1 + math.cos(math.pi * (step - start) / max(1, self.steps - start)))
+
+    def optimizer_and_schedule(self, parameters):
+        """The torch optimizer and its per-step learning-rate schedule (adam or gd).
+
+        AdamW without weight decay computes exactly what Adam does.
+        """
+        if self.optimizer == "adam":
+            optimizer = torch.optim.AdamW(parameters, lr=self.lr, weight_decay=self.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(parameters, lr=self.lr)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, self.factor)
 
 
 class Objective:
@@ -295,9 +311,7 @@ class EnsembleModule(pl.LightningModule):
     def configure_optimizers(self):
         if self.optimisation.optimizer == "closed_form":
             return None
-        make = torch.optim.Adam if self.optimisation.optimizer == "adam" else torch.optim.SGD
-        optimizer = make(self.model.parameters(), lr=self.optimisation.lr)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self.optimisation.factor)
+        optimizer, schedule = self.optimisation.optimizer_and_schedule(self.model.parameters())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
