@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from iclrepro.baselines import regression
+from iclrepro.baselines import regression, tuning
 from iclrepro.evaluation import chen2024 as evaluation
 from iclrepro.tasks import chen2024 as tasks
 from iclrepro.theory import chen2024 as theory
@@ -184,5 +184,5 @@ def test_a_diverged_step_size_is_never_chosen():
 
 
 def test_a_grid_that_diverges_everywhere_is_named():
-    with pytest.raises(evaluation.TuningError, match="GD at n = 4: every setting of the grid diverged"):
-        evaluation.lowest(torch.tensor([[float("nan"), float("inf")]]), "GD at n = 4")
+    with pytest.raises(tuning.TuningError, match="GD at n = 4: every setting of the grid diverged"):
+        tuning.lowest(torch.tensor([[float("nan"), float("inf")]]), "GD at n = 4")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iclrepro.baselines import ridge
+from iclrepro.baselines import ridge, tuning
 from iclrepro.models import fu2023 as models
 from iclrepro.tasks import fu2023 as tasks
 from iclrepro.theory import fu2023 as theory
@@ -105,6 +105,17 @@ def test_kernel_ridge_with_the_feature_gram_equals_feature_ridge():
     alpha = ridge.kernel_select(Phi.double() @ Phi.double().T, y, [1e-3, 1e-1, 10.0], 0.25)
     assert torch.allclose(Phi.double().T @ alpha, chosen.weights, atol=1e-8)
     assert chosen.validation_mse.index(min(chosen.validation_mse)) == [1e-3, 1e-1, 10.0].index(chosen.lam)
+
+
+def test_a_penalty_grid_without_a_finite_held_out_risk_is_an_error_not_a_choice():
+    """torch's argmin picks a NaN: a NaN label used to give NaN weights without a word."""
+    Phi = torch.randn(40, 10, generator=torch.Generator().manual_seed(0))
+    y = torch.ones(40, dtype=torch.float64)
+    y[3] = float("nan")
+    with pytest.raises(tuning.TuningError, match=r"ridge penalty \(grid \[0.001, 0.1\]\): every setting"):
+        ridge.select(Phi, y, [1e-3, 1e-1], 0.25)
+    with pytest.raises(tuning.TuningError, match="kernel ridge penalty"):
+        ridge.kernel_select(Phi.double() @ Phi.double().T, y, [1e-3, 1e-1], 0.25)
 
 
 def test_ridge_recovers_a_model_in_the_feature_span():

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from iclrepro.baselines.tuning import lowest
+
 BLOCK_ROWS = 4096  # rows of Phi converted to float64 at a time
 
 
@@ -91,7 +93,7 @@ def select(Phi: torch.Tensor, y: torch.Tensor, lambdas: list[float], validation_
     """Choose the penalty on the held-out rows (spec §4), then refit on all rows."""
     fit, check = split(len(Phi), validation_fraction)
     errors = ((predict(Phi[check], ridge_path(Phi[fit], y[fit], lambdas)) - y[check]) ** 2).mean(-1)
-    best = int(torch.argmin(errors))
+    best = lowest(errors, f"ridge penalty (grid {lambdas})")
     return Selection(ridge_path(Phi, y, [lambdas[best]])[0], lambdas[best], errors.tolist())
 
 
@@ -99,4 +101,4 @@ def kernel_select(K: torch.Tensor, y: torch.Tensor, lambdas: list[float], valida
     """Kernel ridge with a kernel matrix K (n, n): the penalty chosen as in `select`; alpha (n,)."""
     fit, check = split(len(K), validation_fraction)
     errors = ((K[check, fit] @ dual_path(K[fit, fit], y[fit], lambdas) - y[check].unsqueeze(1)) ** 2).mean(0)
-    return dual_path(K, y, [lambdas[int(torch.argmin(errors))]])[:, 0]
+    return dual_path(K, y, [lambdas[lowest(errors, f"kernel ridge penalty (grid {lambdas})")]])[:, 0]

@@ -25,7 +25,7 @@ import torch
 
 from iclrepro import series_names, store
 from iclrepro.baselines import regression
-from iclrepro.errors import IclreproError
+from iclrepro.baselines.tuning import lowest
 from iclrepro.evaluation import claims as verdicts
 from iclrepro.evaluation import stages
 from iclrepro.models import chen2024 as models
@@ -34,19 +34,6 @@ from iclrepro.tasks import chen2024 as tasks
 PAPER = "chen2024"
 FULL, PRUNED, SINGLE = series_names.CHEN2024_MODELS
 GD_STEPS, PTO_STEPS = "GD, l steps", "PtO, l - 1 steps"   # the probe figures' algorithm rows
-
-
-class TuningError(IclreproError, ValueError):
-    """Every setting of a hyperparameter grid diverged on the tuning set."""
-
-
-def lowest(risks: torch.Tensor, what: str) -> int:
-    """Flat index of the lowest tuning risk. A diverged setting counts as infinite: its risk is
-    NaN once the iterates overflow (inf - inf), and torch's argmin would pick the NaN."""
-    if not torch.isfinite(risks).any():
-        raise TuningError(f"{what}: every setting of the grid diverged on the tuning set; "
-                          "add smaller values to the grid in config.yaml")
-    return int(torch.nan_to_num(risks, nan=float("inf")).argmin())
 
 
 def prompts_of(layout: store.Layout, data_id: str) -> dict[str, torch.Tensor]:
