@@ -13,6 +13,7 @@ Each noise level has three prompt sets with their own seeds: test (scoring), tun
 from __future__ import annotations
 
 from iclrepro import plan
+from iclrepro.training import schedule
 
 PAPER = "chen2024"
 FIGURES = ("risk_vs_n", "importance", "prune_probe", "depth_noise", "algorithms", "dimension")
@@ -44,7 +45,7 @@ class Planner:
         if beyond:
             self.fail("figures.algorithms.n", f"{beyond} exceed the prompts' n = {b['n']}")
         training = b["training"]
-        decay_start = int(training["steps"] * (1 - training["decay_fraction"]))  # as core.Optimisation.factor
+        decay_start = schedule.decay_start(training["steps"], training["decay_fraction"])
         if training["warmup_steps"] > decay_start:
             self.fail("training.warmup_steps", f"{training['warmup_steps']} runs into the decay, which starts after "
                       f"{decay_start} of {training['steps']} steps")

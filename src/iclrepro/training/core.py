@@ -29,6 +29,7 @@ from torch import nn
 
 from iclrepro import store
 from iclrepro.errors import IclreproError
+from iclrepro.training import schedule
 
 CHUNK = 50  # updates per Lightning batch; also the stride of the NaN check (a device sync)
 PROGRESS_SECONDS = 30.0  # wall time between progress lines in a long cell's log
@@ -94,10 +95,7 @@ class Optimisation:
         self.snapshots = tuple(self.snapshots)
 
     def factor(self, step: int) -> float:
-        start = int(self.steps * (1 - self.decay_fraction))
-        if step < start:
-            return min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
-        return 0.5 * (1 + math.cos(math.pi * (step - start) / max(1, self.steps - start)))
+        return schedule.factor(step, self.steps, self.decay_fraction, self.warmup_steps)
 
     def optimizer_and_schedule(self, parameters):
         """The torch optimizer and its per-step learning-rate schedule (adam or gd).
@@ -311,8 +309,8 @@ class EnsembleModule(pl.LightningModule):
     def configure_optimizers(self):
         if self.optimisation.optimizer == "closed_form":
             return None
-        optimizer, schedule = self.optimisation.optimizer_and_schedule(self.model.parameters())
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        optimizer, lr_schedule = self.optimisation.optimizer_and_schedule(self.model.parameters())
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": lr_schedule, "interval": "step"}}
 
 
 def fit(objective: Objective, optimisation: Optimisation, cell_id: str, seeds: int,
