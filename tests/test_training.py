@@ -162,6 +162,19 @@ def test_weight_decay_is_decoupled_from_the_gradient():
     assert torch.equal(adam_trained_weight(Flat(seeds=2)), torch.ones(2, 3))
 
 
+def test_plain_updates_refuse_a_trainer_whose_lightning_steps_would_do_more():
+    """Updates skip manual_backward and the Lightning optimizer: refused where those would scale
+    the loss (mixed precision), clip gradients or call a callback."""
+    import lightning.pytorch as pl
+    from lightning.fabric.plugins.environments import LightningEnvironment
+
+    trainer = pl.Trainer(accelerator="cpu", devices=1, precision="bf16-mixed", gradient_clip_val=1.0,
+                         callbacks=[pl.callbacks.LearningRateMonitor()], logger=False, plugins=[LightningEnvironment()],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(ValueError, match=r"MixedPrecision.*LearningRateMonitor.*gradient clipping at 1.0"):
+        core.check_plain_updates(trainer)
+
+
 def test_weight_decay_needs_adam():
     with pytest.raises(ValueError, match="weight_decay 0.1 needs the adam optimizer, not 'gd'"):
         core.Optimisation(steps=1, lr=0.1, optimizer="gd", weight_decay=0.1)

@@ -25,6 +25,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 from lightning.fabric.plugins.environments import LightningEnvironment
+from lightning.pytorch.plugins.precision import DoublePrecision, Precision
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import nn
 
 from iclrepro import store
@@ -208,10 +210,13 @@ class Progress:
 class EnsembleModule(pl.LightningModule):
     """Thin Lightning wrapper with manual optimisation.
 
-    Each Lightning batch runs a chunk of up to CHUNK updates, every one through
-    `manual_backward` and the Lightning optimizer (so precision and strategy stay
-    Lightning's), which spreads the fit loop's per-batch hook cost over the chunk. Losses
-    stay on the device in a preallocated buffer, checked for NaN/inf once per chunk.
+    Each Lightning batch runs a chunk of up to CHUNK updates, which spreads the fit loop's
+    per-batch hook cost over the chunk. Losses stay on the device in a preallocated
+    buffer, checked for NaN/inf once per chunk. An update calls backward and the torch
+    optimizer directly, not `manual_backward` and the Lightning optimizer: on one device in
+    32- or 64-bit precision those only dispatch callback hooks and gradient clipping, which
+    this trainer does not use, and their dispatch took about a tenth of a cui2024 step at
+    H = 1 (benchmarks.md). `check_plain_updates` refuses a trainer for which that is not so.
     """
 
     def __init__(self, objective: Objective, optimisation: Optimisation, cell_id: str, seeds: int,
@@ -225,10 +230,14 @@ class EnsembleModule(pl.LightningModule):
         self.traces: dict[int, dict[str, np.ndarray]] = {}
         self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
         self.checkpoint = checkpoint
+        self.optimizer = self.schedule = None  # torch's own, taken from Lightning when training starts
         self.resume_from = checkpoint.load(cell_id) if checkpoint else None
         self.progress = Progress(cell_id, optimisation.steps)
 
     def on_train_start(self):
+        check_plain_updates(self.trainer)
+        if self.optimisation.optimizer != "closed_form":
+            self.optimizer, self.schedule = self.optimizers(use_pl_optimizer=False), self.lr_schedulers()
         if self.resume_from is not None:
             self.restore(self.resume_from)
         elif 0 in self.optimisation.snapshots:
@@ -249,12 +258,11 @@ class EnsembleModule(pl.LightningModule):
 
     def training_state(self, done: int) -> dict:
         """Everything needed to continue exactly: tensors and plain containers only."""
-        optimizer = self.optimizers(use_pl_optimizer=False) if self.optimisation.optimizer != "closed_form" else None
         return {
             "cell": self.cell_id, "done": done, "checked": self.checked,
             "model": state_copy(self.model),
-            "optimizer": optimizer.state_dict() if optimizer else {},
-            "schedule": self.lr_schedulers().state_dict() if optimizer else {},
+            "optimizer": self.optimizer.state_dict() if self.optimizer else {},
+            "schedule": self.schedule.state_dict() if self.schedule else {},
             "generators": [g.get_state() for g in self.objective.generators],
             "losses": self.losses[:done].cpu().clone(),
             "traces": {step: {name: torch.as_tensor(value) for name, value in values.items()}
@@ -264,9 +272,9 @@ class EnsembleModule(pl.LightningModule):
 
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        if self.optimisation.optimizer != "closed_form":
-            self.optimizers(use_pl_optimizer=False).load_state_dict(state["optimizer"])
-            self.lr_schedulers().load_state_dict(state["schedule"])
+        if self.optimizer:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
         for generator, saved in zip(self.objective.generators, state["generators"], strict=True):
             generator.set_state(saved)
         done = state["done"]
@@ -281,12 +289,11 @@ class EnsembleModule(pl.LightningModule):
         if self.optimisation.optimizer == "closed_form":
             with torch.no_grad():
                 return self.objective.solve(batch)
-        optimizer = self.optimizers()
         per_seed = self.objective.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(per_seed.sum())
-        optimizer.step()
-        self.lr_schedulers().step()
+        self.optimizer.zero_grad(set_to_none=True)
+        per_seed.sum().backward()
+        self.optimizer.step()
+        self.schedule.step()
         return per_seed
 
     def after_step(self, done: int) -> None:
@@ -311,6 +318,27 @@ class EnsembleModule(pl.LightningModule):
             return None
         optimizer, lr_schedule = self.optimisation.optimizer_and_schedule(self.model.parameters())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": lr_schedule, "interval": "step"}}
+
+
+def check_plain_updates(trainer: pl.Trainer) -> None:
+    """Raise unless Lightning's backward and optimizer step would add nothing to torch's here.
+
+    For a single device with 32- or 64-bit precision, they call callback and module hooks
+    (EnsembleModule overrides none) and clip gradients if asked; mixed precision would scale
+    the loss, several devices would synchronise gradients.
+    """
+    problems = []
+    if type(trainer.precision_plugin) not in (Precision, DoublePrecision):
+        problems.append(f"precision plugin {type(trainer.precision_plugin).__name__} (32-true or 64-true only)")
+    if not isinstance(trainer.strategy, SingleDeviceStrategy):
+        problems.append(f"strategy {type(trainer.strategy).__name__} (one device only)")
+    if trainer.callbacks:
+        problems.append(f"callbacks {[type(callback).__name__ for callback in trainer.callbacks]}")
+    if trainer.gradient_clip_val:
+        problems.append(f"gradient clipping at {trainer.gradient_clip_val}")
+    if problems:
+        raise ValueError("EnsembleModule updates with torch's backward and optimizer step, which would skip "
+                         "Lightning's handling of: " + "; ".join(problems))
 
 
 def fit(objective: Objective, optimisation: Optimisation, cell_id: str, seeds: int,
