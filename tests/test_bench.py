@@ -27,8 +27,14 @@ def test_ensemble_step_breakdown_times_every_part_for_one_and_eight_seeds():
     assert all(us > 0 for us in parts.values())
 
 
-def test_paired_timings_alternate_so_machine_drift_reaches_both_runs():
-    calls = []
-    first, second = bench.best_of_alternating(lambda: calls.append("a"), lambda: calls.append("b"), repeats=3)
+def test_a_ratio_is_the_median_over_pairs_timed_back_to_back(monkeypatch):
+    calls, durations = [], {"a": iter([2.0, 2.0, 2.0]), "b": iter([1.0, 4.0, 0.5])}  # ratios 2, 0.5, 4
+
+    def fake_seconds(run):
+        run()
+        return next(durations[calls[-1]])
+
+    monkeypatch.setattr(bench, "seconds", fake_seconds)
+    ratio = bench.median_ratio(lambda: calls.append("a"), lambda: calls.append("b"), pairs=3)
     assert calls == ["a", "b"] * 3
-    assert first >= 0 and second >= 0
+    assert ratio == 2.0

@@ -12,8 +12,9 @@
 * with --pipeline: the quick pipeline from scratch with 2 cores and with 1 core;
 * with --kills N: the smoke pipeline SIGKILLed N times at random moments, each time
   resumed and compared, bitwise, with an uninterrupted run (results lost or corrupted).
-Timings take the best of a few repeats, and a ratio times its two sides in turn: the machine
-may be shared, and its speed drifts.
+Rates take the best of a few repeats. A ratio is the median over several pairs of runs, the
+two sides of each pair timed back to back: the machine may be shared, its speed drifts, and a
+burst of load elsewhere can slow one run of a pair by a third.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import platform
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,10 +41,13 @@ from iclrepro.papers import REGISTRY
 from iclrepro.training import core
 from iclrepro.workspace import copy_workflow
 
-BENCH_STEPS = 1500   # the quick scale's steps for cui2024
-PAPER_STEPS = 300    # steps timed per paper model
+BENCH_STEPS = 500    # cui2024 steps per timed run (about 0.6 s with H = 1)
+PAPER_STEPS = 300    # steps timed per paper model (steps_per_s)
+RATIO_STEPS = 100    # steps per timed run of a paper model in a ratio (chen2024: about 5 s)
 ENSEMBLE_STEPS = 100  # steps timed per paper ensemble (deora2023's full-batch steps are slow)
 REPEATS = 3
+PAIRS = 7            # pairs of runs behind each issue-level ratio
+QUICK_PAIRS = 3      # pairs behind each paper's ensemble speed-up (deora2023: about 1 min a pair)
 
 
 def cui2024_spec(H: int, seeds: list[int], steps: int = BENCH_STEPS) -> dict:
@@ -76,11 +81,11 @@ def best_seconds(run, repeats: int = REPEATS) -> float:
     return min(seconds(run) for _ in range(repeats))
 
 
-def best_of_alternating(first, second, repeats: int = REPEATS) -> tuple[float, float]:
-    """Best times of two runs timed in turn (first, second, first, ...): a change in the shared
-    machine's speed during the measurement then reaches both, not only the one timed later."""
-    pairs = [(seconds(first), seconds(second)) for _ in range(repeats)]
-    return min(first for first, _ in pairs), min(second for _, second in pairs)
+def median_ratio(first, second, pairs: int = PAIRS) -> float:
+    """Median over `pairs` of time(first) / time(second), the two timed back to back (first,
+    second, first, ...): a change in the shared machine's speed then reaches both sides of a
+    pair, and a pair in which a burst of load slowed one side only does not move the median."""
+    return statistics.median(seconds(first) / seconds(second) for _ in range(pairs))
 
 
 def lightning_run(spec: dict, steps: int | None = None):
@@ -105,24 +110,21 @@ def bare_run(spec: dict, steps: int | None = None):
 
 
 def lightning_over_bare(spec: dict, steps: int | None = None) -> float:
-    bare, lightning = best_of_alternating(bare_run(spec, steps), lightning_run(spec, steps))
-    return bare / lightning
+    return median_ratio(bare_run(spec, steps), lightning_run(spec, steps))
 
 
 def lightning_over_bare_figures(quick_cells: dict[str, dict]) -> dict[str, float]:
     """cui2024's quick model with H = 1 and 8 (issue 8), and chen2024's largest quick cell (issue 3)."""
     figures = {f"cui2024 H={H}": lightning_over_bare(cui2024_spec(H, [0])) for H in (1, 8)}
     if "chen2024" in quick_cells:
-        figures["chen2024"] = lightning_over_bare(quick_cells["chen2024"], PAPER_STEPS)
+        figures["chen2024"] = lightning_over_bare(quick_cells["chen2024"], RATIO_STEPS)
     return figures
 
 
-def ensemble_speedup(spec: dict, steps: int | None = None) -> float:
+def ensemble_speedup(spec: dict, steps: int | None = None, pairs: int = PAIRS) -> float:
     """Time to train the spec's seeds one at a time over the time to train them as one ensemble."""
     alone = [lightning_run(dict(spec, seeds=[seed]), steps) for seed in spec["seeds"]]
-    one_by_one, together = best_of_alternating(lambda: [run() for run in alone], lightning_run(spec, steps),
-                                               repeats=2)
-    return one_by_one / together
+    return median_ratio(lambda: [run() for run in alone], lightning_run(spec, steps), pairs)
 
 
 def ensemble8_speedup() -> float:
@@ -134,7 +136,7 @@ def ensemble_speedup_quick(quick_cells: dict[str, dict]) -> dict[str, float]:
     found = {}
     for paper, spec in quick_cells.items():
         if len(spec["seeds"]) > 1 and spec["training"]["optimisation"].get("optimizer") != "closed_form":
-            found[paper] = ensemble_speedup(spec, ENSEMBLE_STEPS)
+            found[paper] = ensemble_speedup(spec, ENSEMBLE_STEPS, QUICK_PAIRS)
     return found
 
 
