@@ -261,8 +261,8 @@ class EnsembleModule(pl.LightningModule):
         return {
             "cell": self.cell_id, "done": done, "checked": self.checked,
             "model": state_copy(self.model),
-            "optimizer": self.optimizer.state_dict() if self.optimizer else {},
-            "schedule": self.schedule.state_dict() if self.schedule else {},
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
+            "schedule": self.schedule.state_dict() if self.schedule is not None else {},
             "generators": [g.get_state() for g in self.objective.generators],
             "losses": self.losses[:done].cpu().clone(),
             "traces": {step: {name: torch.as_tensor(value) for name, value in values.items()}
@@ -272,7 +272,7 @@ class EnsembleModule(pl.LightningModule):
 
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        if self.optimizer:
+        if self.optimizer is not None:
             self.optimizer.load_state_dict(state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])
         for generator, saved in zip(self.objective.generators, state["generators"], strict=True):
