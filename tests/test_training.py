@@ -185,6 +185,15 @@ def test_unknown_optimizer_is_rejected():
         core.Optimisation(steps=1, optimizer="sgdd")
 
 
+def test_a_cuda_accelerator_without_a_cuda_device_is_a_clear_error(monkeypatch):
+    """Not torch's message about a missing ATen_cuda library, from deep inside the objective."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    message = r"accelerator 'cuda' \(config.yaml\).*no CUDA device.*accelerator: cpu"
+    with pytest.raises(core.AcceleratorError, match=message):
+        core.device_of("cuda")
+    assert core.device_of("cpu") == torch.device("cpu")
+
+
 class Interrupted(RuntimeError):
     pass
 

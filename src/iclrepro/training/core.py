@@ -41,6 +41,10 @@ class DivergenceError(IclreproError, RuntimeError):
     """A training loss became NaN or infinite."""
 
 
+class AcceleratorError(IclreproError, RuntimeError):
+    """The configured accelerator cannot run on the machine of the training job."""
+
+
 def stream_seed(seed: int, purpose: str) -> int:
     """Seed of the named random stream `purpose` (data, init, eval, ...) of a cell seed."""
     return int.from_bytes(hashlib.sha256(f"{seed}/{purpose}".encode()).digest()[:8], "little") >> 1
@@ -370,7 +374,15 @@ def fit(objective: Objective, optimisation: Optimisation, cell_id: str, seeds: i
 
 
 def device_of(accelerator: str) -> torch.device:
-    return torch.device("cuda" if accelerator in ("cuda", "gpu") else "cpu")
+    """The torch device of a cell's accelerator. Checked in the training job, not when
+    planning: on a cluster the plan is made on a login node without a GPU."""
+    if accelerator not in ("cuda", "gpu"):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise AcceleratorError(
+            f"accelerator {accelerator!r} (config.yaml), but torch {torch.__version__} finds no CUDA device "
+            "here: run on a GPU machine with a CUDA build of torch, or set accelerator: cpu")
+    return torch.device("cuda")
 
 
 # ---------------------------------------------------------------------------
