@@ -55,7 +55,7 @@ def test_a_cell_is_fitted_written_and_predicts(data, tmp_path):
     metrics = pd.read_parquet(tmp_path / "cell" / "metrics.parquet")
     assert list(metrics["seed"]) == [0, 1] and set(metrics["lambda"]) <= set(FITTING["lambdas"])
     assert (metrics["nmse"] < 0.3).all(), metrics   # key_poly_2 is in RFA's reach at n = 400
-    _, model = models.load_cell(tmp_path / "cell", core.stream_seed)
+    _, model = models.load_cell(tmp_path / "cell")
     out = tmp_path / "predictions.parquet"
     evaluation.predict(str(tmp_path / "cell"), data[0], str(out))
     predictions = pd.read_parquet(out)

@@ -36,6 +36,15 @@ def test_figures_do_not_import_torch(root):
     assert imported_after(root, code, ("torch", "lightning")) == []
 
 
+def test_only_training_imports_lightning(root):
+    """Every other stage's job skips Lightning's import (seconds), and its ids do not fingerprint training code."""
+    stages = ("data", "predict", "theory", "tidy", "claims")
+    code = ("from iclrepro.papers import REGISTRY\n"
+            f"for paper in REGISTRY.values():\n"
+            f"    for stage in {stages!r}: importlib.import_module(getattr(paper, stage).partition(':')[0])")
+    assert imported_after(root, code, ("lightning", "pytorch_lightning")) == []
+
+
 @pytest.mark.parametrize("scale", config.SCALES)
 @pytest.mark.parametrize("paper", sorted(REGISTRY))
 def test_every_paper_plans_every_figure_and_its_claims_at_every_scale(raw, schema, paper, scale):

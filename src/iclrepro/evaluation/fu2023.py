@@ -23,7 +23,6 @@ from iclrepro.evaluation import stages
 from iclrepro.models import fu2023 as models
 from iclrepro.tasks import fu2023 as tasks
 from iclrepro.theory import fu2023 as theory
-from iclrepro.training.core import stream_seed
 
 PAPER = "fu2023"
 NAMES = {"rfa": "RFA", "brfa": "BRFA", "rfmlp": "RFMLP"}
@@ -43,7 +42,7 @@ def curves(spec: dict, layout: store.Layout) -> pd.DataFrame:
 
 def gram_error(cell_dir: str, x: torch.Tensor, exact: torch.Tensor) -> np.ndarray:
     """Per seed (S,): ||Phi Phi^T - K_RFA||_F / ||K_RFA||_F on the samples x."""
-    _, model = models.load_cell(cell_dir, stream_seed)
+    _, model = models.load_cell(cell_dir)
     errors = []
     for s in range(len(model.v)):
         Phi = model.features(x, s).double()
@@ -172,7 +171,7 @@ def tidy(spec: dict, node_id: str, results: str, out: str) -> None:
 def predict(cell_dir: str, prompts_path: str, out: str) -> None:
     """Run a fitted cell on a data set of the task's schema: per sample and seed, the prediction
     and the noiseless target."""
-    spec, model = models.load_cell(cell_dir, stream_seed)
+    spec, model = models.load_cell(cell_dir)
     data_spec, data = tasks.read_set(prompts_path)
     if (data_spec["d"], data_spec["N"]) != (spec["d"], spec["N"]):
         raise store.StoreError(f"{prompts_path}: samples have d={data_spec['d']}, N={data_spec['N']}; the cell "

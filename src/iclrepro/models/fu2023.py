@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from iclrepro import store
+from iclrepro import store, streams
 
 CHUNK_ENTRIES = 2**23  # score entries (rows x heads x keys) per chunk of feature rows
 
@@ -110,13 +110,13 @@ def build(spec: dict, generators: list[torch.Generator]) -> RandomFeatures:
     return RandomFeatureAttention(d, model["M"], model["weight_std"], model.get("bias_scale", 0.0), generators)
 
 
-def feature_generators(seeds: list[int], stream_seed) -> list[torch.Generator]:
-    """One CPU generator per seed for the random weights (`stream_seed(seed, purpose)` from training)."""
-    return [torch.Generator().manual_seed(stream_seed(seed, "features")) for seed in seeds]
+def feature_generators(seeds: list[int]) -> list[torch.Generator]:
+    """One CPU generator per seed for the random weights."""
+    return streams.generators(seeds, "features")
 
 
-def load_cell(cell_dir, stream_seed) -> tuple[dict, RandomFeatures]:
+def load_cell(cell_dir) -> tuple[dict, RandomFeatures]:
     """(spec, fitted model) of a cell: the random weights redrawn, the values loaded (weights_only)."""
     spec, model, _ = store.load_trained(
-        cell_dir, lambda spec: build(spec, feature_generators(spec["seeds"], stream_seed)))
+        cell_dir, lambda spec: build(spec, feature_generators(spec["seeds"])))
     return spec, model

@@ -13,13 +13,11 @@ off span{mu, nu}; none: z_t = 0). Stored as Parquet: split, x (T*d), y, relevant
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pyarrow as pa
 import torch
 
-from iclrepro import store
+from iclrepro import store, streams
 from iclrepro.tasks.deora2023_mixture import Mixture
 
 SPLITS = ("train", "test")
@@ -27,8 +25,7 @@ SPLITS = ("train", "test")
 
 def stream(seed: int, purpose: str) -> torch.Generator:
     """The named random stream of a data seed (no hidden global RNG)."""
-    value = int.from_bytes(hashlib.sha256(f"deora2023/{seed}/{purpose}".encode()).digest()[:8], "little") >> 1
-    return torch.Generator().manual_seed(value)
+    return streams.generators([f"deora2023/{seed}"], purpose)[0]
 
 
 def means(mix: Mixture, generator: torch.Generator) -> torch.Tensor:

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from iclrepro import streams
 from iclrepro.models import chen2024 as models
 from iclrepro.tasks import chen2024 as tasks
 from iclrepro.training import core
@@ -23,7 +24,7 @@ class PrefixRegression(core.Objective):
         self.task = tasks.Task(**spec["task"])
         self.batch = spec["training"]["batch"]
         self.device = device
-        self.generators = core.generators(spec["seeds"], "data", device)
+        self.generators = streams.generators(spec["seeds"], "data", device)
         self.model = core.init_ensemble(
             lambda seeds: models.build(spec["model"], self.task.d, self.task.n + 1, seeds), spec["seeds"]).to(device)
 

@@ -9,7 +9,6 @@ the same trajectory as seed s trained alone.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import platform
@@ -29,7 +28,7 @@ from lightning.pytorch.plugins.precision import DoublePrecision, Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import nn
 
-from iclrepro import store
+from iclrepro import store, streams
 from iclrepro.errors import IclreproError
 from iclrepro.training import schedule
 
@@ -45,22 +44,13 @@ class AcceleratorError(IclreproError, RuntimeError):
     """The configured accelerator cannot run on the machine of the training job."""
 
 
-def stream_seed(seed: int, purpose: str) -> int:
-    """Seed of the named random stream `purpose` (data, init, eval, ...) of a cell seed."""
-    return int.from_bytes(hashlib.sha256(f"{seed}/{purpose}".encode()).digest()[:8], "little") >> 1
-
-
-def generators(seeds: list[int], purpose: str, device) -> list[torch.Generator]:
-    return [torch.Generator(device=device).manual_seed(stream_seed(s, purpose)) for s in seeds]
-
-
 def init_ensemble(factory: Callable[[int], nn.Module], seeds: list[int]) -> nn.Module:
     """An S-seed model whose slice s is initialised exactly as `factory(1)` under seed s."""
     ensemble = factory(len(seeds))
     with torch.no_grad():
         for index, seed in enumerate(seeds):
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(stream_seed(seed, "init"))
+                torch.manual_seed(streams.stream_seed(seed, "init"))
                 single = factory(1)
             for target, source in zip(ensemble.parameters(), single.parameters(), strict=True):
                 target[index] = source[0]

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from iclrepro import streams
 from iclrepro.models import cui2024 as models
 from iclrepro.tasks import cui2024 as tasks
 from iclrepro.training import core
@@ -23,7 +24,7 @@ class Regression(core.Objective):
         self.scenario = tasks.Scenario(**spec["scenario"])
         self.D, self.batch = spec["D"], spec["training"]["batch"]
         self.device = device
-        self.generators = core.generators(spec["seeds"], "data", device)
+        self.generators = streams.generators(spec["seeds"], "data", device)
         self.model = build_model(spec).to(device)
 
     def draw(self):

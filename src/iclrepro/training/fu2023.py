@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from iclrepro import streams
 from iclrepro.baselines import ridge
 from iclrepro.models import fu2023 as models
 from iclrepro.tasks import fu2023 as tasks
@@ -27,7 +28,7 @@ from iclrepro.training import core
 
 
 def build_model(spec: dict) -> models.RandomFeatures:
-    return models.build(spec, models.feature_generators(spec["seeds"], core.stream_seed))
+    return models.build(spec, models.feature_generators(spec["seeds"]))
 
 
 class RidgeFit(core.Objective):
@@ -41,7 +42,7 @@ class RidgeFit(core.Objective):
         self.selections: list[ridge.Selection] = []
 
     def stand_in(self, seed: int) -> dict[str, torch.Tensor]:
-        generator = torch.Generator().manual_seed(core.stream_seed(seed, "data"))
+        generator = streams.generators([seed], "data")[0]
         x = tasks.sample(self.spec["d"], self.spec["N"], self.spec["n"], generator)
         return {"x": x, "y": tasks.target_values(tasks.Target.parse(self.spec["target"]), x)}
 

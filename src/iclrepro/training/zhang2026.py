@@ -19,6 +19,7 @@ from __future__ import annotations
 import pyarrow as pa
 import torch
 
+from iclrepro import streams
 from iclrepro.models import zhang2026 as models
 from iclrepro.tasks import zhang2026 as tasks
 from iclrepro.theory import zhang2026 as theory
@@ -33,7 +34,7 @@ class OneStepSupervision(core.Objective):
         self.batch, self.sigma_w = spec["training"]["batch"], spec["training"]["sigma_w"]
         self.eta, self.rule = spec["eta"], spec["model"]["target"]
         self.device = device
-        self.generators = core.generators(spec["seeds"], "data", device)
+        self.generators = streams.generators(spec["seeds"], "data", device)
         self.model = core.init_ensemble(
             lambda seeds: models.build(spec["model"], self.dist.d, seeds), spec["seeds"]).to(device)
         self.Q_star, self.V_star = (block.to(device) for block in construction_blocks(self.dist.d, self.eta))
