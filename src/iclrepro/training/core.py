@@ -366,7 +366,7 @@ def fit(objective: Objective, optimisation: Optimisation, cell_id: str, seeds: i
 def device_of(accelerator: str) -> torch.device:
     """The torch device of a cell's accelerator. Checked in the training job, not when
     planning: on a cluster the plan is made on a login node without a GPU."""
-    if accelerator not in ("cuda", "gpu"):
+    if accelerator == "cpu":  # the config schema allows cpu and cuda
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise AcceleratorError(
