@@ -5,7 +5,8 @@
 # this host (no accounting; MinJobAge long enough that squeue still lists finished jobs,
 # which the Snakemake executor reads with --slurm-status-command squeue), starts munged,
 # slurmctld and slurmd, and waits until sinfo shows the node idle. Needs root. Idempotent:
-# a running cluster is left as it is.
+# a running cluster is left as it is. A slurm.conf that this script did not write belongs
+# to another installation: it is never overwritten (exit 4, the test skips).
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -19,6 +20,12 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
         || { apt-get update -q >/dev/null && apt-get install -y -q slurm-wlm munge >/dev/null; }
 fi
 
+conf_dir=/etc/slurm
+if [ -e "$conf_dir/slurm.conf" ] && ! grep -qx 'ClusterName=iclrepro-test' "$conf_dir/slurm.conf"; then
+    echo "start_cluster.sh: $conf_dir/slurm.conf is another installation's; left as it is" >&2
+    exit 4
+fi
+
 if sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
     exit 0
 fi
@@ -26,7 +33,6 @@ fi
 host=$(hostname -s)
 cpus=$(nproc)
 memory_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
-conf_dir=/etc/slurm
 mkdir -p "$conf_dir" /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge
 cat > "$conf_dir/slurm.conf" <<CONF
 ClusterName=iclrepro-test
