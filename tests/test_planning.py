@@ -40,7 +40,7 @@ def test_only_training_imports_lightning(root):
     """Every other stage's job skips Lightning's import (seconds), and its ids do not fingerprint training code."""
     stages = ("data", "predict", "theory", "tidy", "claims")
     code = ("from iclrepro.papers import REGISTRY\n"
-            f"for paper in REGISTRY.values():\n"
+            "for paper in REGISTRY.values():\n"
             f"    for stage in {stages!r}: importlib.import_module(getattr(paper, stage).partition(':')[0])")
     assert imported_after(root, code, ("lightning", "pytorch_lightning")) == []
 

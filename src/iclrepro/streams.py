@@ -18,6 +18,11 @@ def stream_seed(seed: int | str, purpose: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{purpose}".encode()).digest()[:8], "little") >> 1
 
 
-def generators(seeds: list[int | str], purpose: str, device="cpu") -> list[torch.Generator]:
+def generator(seed: int | str, purpose: str, device="cpu") -> torch.Generator:
+    """A generator on the stream `purpose` of `seed`."""
+    return torch.Generator(device=device).manual_seed(stream_seed(seed, purpose))
+
+
+def generators(seeds: list[int], purpose: str, device="cpu") -> list[torch.Generator]:
     """One generator per seed, each on its stream `purpose`."""
-    return [torch.Generator(device=device).manual_seed(stream_seed(s, purpose)) for s in seeds]
+    return [generator(seed, purpose, device) for seed in seeds]

@@ -25,7 +25,7 @@ SPLITS = ("train", "test")
 
 def stream(seed: int, purpose: str) -> torch.Generator:
     """The named random stream of a data seed (no hidden global RNG)."""
-    return streams.generators([f"deora2023/{seed}"], purpose)[0]
+    return streams.generator(f"deora2023/{seed}", purpose)
 
 
 def means(mix: Mixture, generator: torch.Generator) -> torch.Tensor:

@@ -42,7 +42,7 @@ class RidgeFit(core.Objective):
         self.selections: list[ridge.Selection] = []
 
     def stand_in(self, seed: int) -> dict[str, torch.Tensor]:
-        generator = streams.generators([seed], "data")[0]
+        generator = streams.generator(seed, "data")
         x = tasks.sample(self.spec["d"], self.spec["N"], self.spec["n"], generator)
         return {"x": x, "y": tasks.target_values(tasks.Target.parse(self.spec["target"]), x)}
 
