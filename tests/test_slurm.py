@@ -38,7 +38,8 @@ def why_no_slurm() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
+# session-scoped like smoke_run, so that it starts (or skips) before the smoke run is made
+@pytest.fixture(scope="session")
 def slurm_cluster():
     reason = why_no_slurm()
     if reason:
