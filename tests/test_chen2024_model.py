@@ -66,6 +66,16 @@ def test_prediction_k_sees_only_the_examples_before_it(attention):
     assert not torch.allclose(a[..., k + 1:], b[..., k + 1:], atol=1e-3)
 
 
+@pytest.mark.parametrize("attention", models.ATTENTIONS)
+def test_a_block_run_at_the_query_tokens_equals_its_full_output_there(attention):
+    block, h = model(attention).blocks[1], torch.randn(2, 3, 11, 16)   # the last block runs this way
+    mask = torch.tensor([[1.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0]])
+    with torch.no_grad():
+        full, at_queries = block(h, mask), block(h, mask, models.QUERY_TOKENS)
+    assert at_queries.shape == (2, 3, 6, 16)
+    assert torch.allclose(at_queries, full[..., ::2, :], atol=1e-6)
+
+
 def test_tokens_interleave_queries_and_examples():
     x, y = torch.arange(6.0).reshape(1, 3, 2), torch.tensor([[7.0, 8.0, 9.0]])
     z = models.tokens(x, y)[0]

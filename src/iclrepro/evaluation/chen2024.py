@@ -130,7 +130,7 @@ def pruning_mask(share: torch.Tensor) -> torch.Tensor:
 def query_states(model: models.Transformer, prompts, n: int, mask=None) -> list[torch.Tensor]:
     """Residual stream at the query token after n examples, per layer 0..L: (S, B, D) each."""
     model.head_mask.fill_(1.0) if mask is None else model.head_mask.copy_(mask)
-    return chunked(lambda z: [h[..., 2 * n, :].double() for h in model.hidden(z)],
+    return chunked(lambda z: [h[..., n, :].double() for h in model.hidden(z)],
                    models.tokens(prompts["x"], prompts["y"]))
 
 

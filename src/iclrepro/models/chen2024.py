@@ -32,6 +32,8 @@ from iclrepro import store
 from iclrepro.models import ensemble
 
 ATTENTIONS = ("softmax", "linear")
+ALL_TOKENS = slice(None)
+QUERY_TOKENS = slice(None, None, 2)   # token 2k is point k's query token
 
 
 @dataclass(frozen=True)
@@ -83,21 +85,26 @@ class Block(nn.Module):
             self.fc = ensemble.Linear(seeds, s.width, 4 * s.width, s.init_std)
             self.fc_out = ensemble.Linear(seeds, 4 * s.width, s.width, residual_std)
 
-    def heads(self, h: torch.Tensor) -> torch.Tensor:
-        """Each head's output before the projection: (S, B, T, D) -> (S, B, H, T, D/H)."""
+    def heads(self, h: torch.Tensor, rows: slice = ALL_TOKENS) -> torch.Tensor:
+        """Each head's output before the projection at the tokens `rows`, each attending causally
+        to every token up to its own: (S, B, T, D) -> (S, B, H, R, D/H)."""
         S, B, T, D = h.shape
         q, k, v = self.qkv(h).reshape(S, B, T, 3, self.s.heads, D // self.s.heads).permute(3, 0, 1, 4, 2, 5)
+        q = q[..., rows, :]
+        positions = torch.arange(T, device=h.device)
+        visible = positions <= positions[rows, None]                                    # (R, T)
         if self.s.attention == "softmax":
-            flat = [t.reshape(S * B, self.s.heads, T, -1) for t in (q, k, v)]
-            return nn.functional.scaled_dot_product_attention(*flat, is_causal=True).reshape(q.shape)
-        causal = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()
-        seen = causal.sum(-1, keepdim=True).to(h.dtype)                                 # (T, 1) keys per token
-        scores = (q @ k.transpose(-1, -2)).masked_fill(~causal, 0.0) / seen           # (S, B, H, T, T)
+            flat = [t.reshape(S * B, self.s.heads, t.shape[-2], -1) for t in (q, k, v)]
+            return nn.functional.scaled_dot_product_attention(*flat, attn_mask=visible).reshape(q.shape)
+        seen = visible.sum(-1, keepdim=True).to(h.dtype)                                # (R, 1) keys per token
+        scores = (q @ k.transpose(-1, -2)).masked_fill(~visible, 0.0) / seen           # (S, B, H, R, T)
         return scores @ v
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """h (S, B, T, D); mask (S, H) of this layer's heads."""
-        per_head = self.heads(self.ln_attn(h)) * mask[:, None, :, None, None]          # (S, B, H, T, D/H)
+    def forward(self, h: torch.Tensor, mask: torch.Tensor, rows: slice = ALL_TOKENS) -> torch.Tensor:
+        """h (S, B, T, D) -> the new residual stream at the tokens `rows` (S, B, R, D); mask (S, H)
+        of this layer's heads."""
+        per_head = self.heads(self.ln_attn(h), rows) * mask[:, None, :, None, None]    # (S, B, H, R, D/H)
+        h = h[..., rows, :]
         h = h + self.proj(per_head.transpose(2, 3).reshape(h.shape))
         if self.s.mlp:
             h = h + self.fc_out(nn.functional.gelu(self.fc(self.ln_mlp(h))))
@@ -118,22 +125,26 @@ class Transformer(nn.Module):
         self.register_buffer("head_mask", torch.ones(seeds, s.layers, s.heads))
 
     def hidden(self, z: torch.Tensor) -> list[torch.Tensor]:
-        """Residual stream after the read-in and after each block: L + 1 tensors (S, B, T, D).
+        """Residual stream at the K query tokens after the read-in and after each block: L + 1
+        tensors (S, B, K, D).
 
-        z is (B, T, d+2) shared by all seeds, or (S, B, T, d+2).
+        z is (B, T, d+2) shared by all seeds, or (S, B, T, d+2). Nothing reads an example
+        token's state after the last block, so the last block runs at the query tokens only
+        (its MLP is two thirds of a block's arithmetic).
         """
         if z.dim() == 3:
             z = z.expand(self.head_mask.shape[0], *z.shape)
         h = self.read_in(z) + self.positions[:, :, :z.shape[-2]]
-        states = [h]
-        for layer, block in enumerate(self.blocks):
+        states = [h[..., QUERY_TOKENS, :]]
+        *earlier, last = self.blocks
+        for layer, block in enumerate(earlier):
             h = block(h, self.head_mask[:, layer])
-            states.append(h)
-        return states
+            states.append(h[..., QUERY_TOKENS, :])
+        return states + [last(h, self.head_mask[:, -1], QUERY_TOKENS)]
 
     def readout(self, h: torch.Tensor) -> torch.Tensor:
-        """Predictions at the query tokens (even positions): (S, B, T, D) -> (S, B, K)."""
-        return self.read_out(self.ln_out(h[..., ::2, :])).squeeze(-1)
+        """Predictions from the query tokens' states: (S, B, K, D) -> (S, B, K)."""
+        return self.read_out(self.ln_out(h)).squeeze(-1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.readout(self.hidden(z)[-1])
