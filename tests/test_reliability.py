@@ -118,3 +118,11 @@ def test_gc_deletes_only_what_no_plan_refers_to(run_copy):
     planned = plan.build(config.load(run_copy / "config.yaml", {"scale": "smoke", "papers": "cui2024"}, run_copy))
     assert all((results / "cells" / cell).is_dir() for cell in planned.cells)
     assert integrity.verify(str(results)).problems == []
+
+
+def test_a_failing_job_writes_its_error_to_the_log_snakemake_names(run_copy):
+    (run_copy / "results" / "figures" / "cui2024" / "F1.parquet").write_bytes(b"not Parquet")
+    failed = snakemake(run_copy, *SMOKE, check=False)
+    log = run_copy / "results" / "logs" / "draw" / "cui2024" / "F1.log"
+    assert failed.returncode != 0 and f"log: {log.relative_to(run_copy)} (check log file" in failed.stderr
+    assert "StoreError" in log.read_text() and "F1.parquet" in log.read_text()

@@ -5,8 +5,13 @@ length limit (a figure over thousands of cells lists them all).
 """
 
 import contextlib
+import traceback
 
 from iclrepro import plan
 
 with open(snakemake.log[0], "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):  # noqa: F821
-    plan.run(snakemake.params.node, snakemake.params.results, **snakemake.params.arguments)  # noqa: F821
+    try:
+        plan.run(snakemake.params.node, snakemake.params.results, **snakemake.params.arguments)  # noqa: F821
+    except BaseException:
+        traceback.print_exc()   # into the log, which Snakemake points to; Python's own print comes after the redirect
+        raise
