@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pytest
 import torch
 
+from iclrepro import store
 from iclrepro.evaluation import chen2024 as evaluation
 
 CFG = {"head_share_min": 0.2, "top_share_min": 0.6, "pruned_margin": 0.2, "single_over_pruned_min": 1.5, "d": 4}
@@ -88,3 +91,14 @@ def test_dimension_claim_compares_growth_with_the_slower_rival():
     # GD grows 5x and ridge 18x: PtO passes below 5x growth and fails above it
     assert evaluation.claim_dimension({"dimension": dimension_frame(0.3)}, CFG)[0].passed
     assert not evaluation.claim_dimension({"dimension": dimension_frame(0.6)}, CFG)[0].passed
+
+
+def test_main_variant_selects_its_rows_and_names_a_table_without_them(tmp_path):
+    layout = store.Layout(str(tmp_path))
+    table = pd.DataFrame({"L": [3, 3, 4], "sigma": [0.1, 0.5, 0.1], "seed": pd.array([0, None, 1], "Int64"),
+                          "probe_risk": [1.0, 2.0, 3.0]})
+    store.write_parquet(pa.Table.from_pandas(table, preserve_index=False), layout.tidy("chen2024", "depth_noise"))
+    rows = evaluation.main_variant({"table": "depth_noise", "L": 3, "sigma": 0.5}, layout)
+    assert rows["probe_risk"].tolist() == [2.0] and str(rows["seed"].dtype) == "Int64"
+    with pytest.raises(store.StoreError, match="depth_noise.parquet has no rows at L = 6, sigma = 0.1"):
+        evaluation.main_variant({"table": "depth_noise", "L": 6, "sigma": 0.1}, layout)

@@ -33,6 +33,8 @@ def test_tidy_data_records_models_and_tuned_baselines(workdir):
     probes = pd.read_parquet(figures / "depth_noise.parquet")
     assert set(probes["model"]) == {"full", "pruned", "single-head", "GD, l steps", "PtO, l - 1 steps"}
     assert set(probes["sigma"]) == {0.1, 0.5} and probes.loc[probes["model"].str.contains("steps"), "eta"].notna().all()
+    main = probes[(probes["L"] == 2) & (probes["sigma"] == 0.1)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(figures / "prune_probe.parquet"), main)
     algorithms = pd.read_parquet(figures / "algorithms.parquet")
     ridge = algorithms[algorithms["method"] == "ridge"]
     assert ridge["lam"].notna().all() and set(algorithms["source"]) == {"baseline", "trained", "theory"}

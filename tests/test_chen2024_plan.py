@@ -69,3 +69,15 @@ def test_cells_describe_and_size_themselves(raw, schema):
     cell = next(iter(planned(raw, schema, "paper").cells.values()))
     assert "L=" in planner.describe(cell.spec) and "steps=200000" in planner.describe(cell.spec)
     assert planner.resources(cell.spec)["runtime"] > 60
+
+
+def test_prune_probe_reads_the_main_models_rows_of_depth_noise(raw, schema):
+    # a grid without the main (L, sigma) = (4, 0.1) still gets it: Fig. 1(d) is its rows
+    built = planned(raw, schema, "paper",
+                    lambda b: b["figures"]["depth_noise"].update(variants=[{"layers": 2, "sigma": 0.5}]))
+    depth_noise, prune_probe = (built.get("tidy", f"chen2024/{name}") for name in ("depth_noise", "prune_probe"))
+    main = depth_noise.spec["variants"][-1]
+    assert [(v["L"], v["sigma"]) for v in depth_noise.spec["variants"]] == [(2, 0.5), (4, 0.1)]
+    assert (prune_probe.spec["L"], prune_probe.spec["sigma"]) == (4, 0.1)
+    assert [node.id for node in prune_probe.inputs] == [depth_noise.id, main["full"], main["single"]]
+    assert built.get("draw", "chen2024/prune_probe").payload()["cells"] == sorted([main["full"], main["single"]])

@@ -7,10 +7,11 @@ every prefix at once, spec §3). Figures:
 * risk_vs_n:   trained models' excess risk per n, one line per head count H (Fig. 1b)
 * importance:  head masking (spec §4.1): I_{l,h} = R_{l,h} - R_full, clipped at 0 and
                normalised within each layer (Fig. 1c)
-* prune_probe: pruning (every head of layer 1, the top head of each later layer) and
-               per-layer linear probes of the query's residual stream (spec §4.2-4.3, Fig. 1d),
-               with GD after l steps and PtO after l - 1 at layer l (spec §6 overlay);
-               the depth/noise variant is the same table over several (L, sigma) (appendix)
+* depth_noise: pruning (every head of layer 1, the top head of each later layer) and
+               per-layer linear probes of the query's residual stream (spec §4.2-4.3), with
+               GD after l steps and PtO after l - 1 at layer l (spec §6 overlay), for each
+               (L, sigma) of the appendix grid and the main one
+* prune_probe: the main (L, sigma)'s rows of depth_noise (Fig. 1d), computed once, there
 * algorithms:  PtO vs GD vs ridge vs Lasso vs OLS across n and sigma, hyperparameters tuned on
                a held-out set and recorded per row (spec §5, the p.8 figure)
 * dimension:   the same algorithms against d at fixed s, n and sigma (appendix pp.32-33)
@@ -193,6 +194,16 @@ def variant_rows(entry: dict, spec: dict, layout: store.Layout) -> pd.DataFrame:
 def prune_probe(spec: dict, layout: store.Layout) -> pd.DataFrame:
     frame = pd.concat([variant_rows(entry, spec, layout) for entry in spec["variants"]], ignore_index=True)
     return frame.astype({"seed": "Int64"})   # the algorithm rows have no seed
+
+
+def main_variant(spec: dict, layout: store.Layout) -> pd.DataFrame:
+    """The rows of one (L, sigma) of a pruning-and-probing table (the main models' of depth_noise)."""
+    frame = store.read_parquet(layout.tidy(PAPER, spec["table"])).to_pandas()
+    rows = frame[(frame["L"] == spec["L"]) & (frame["sigma"] == spec["sigma"])]
+    if rows.empty:
+        raise store.StoreError(f"{layout.tidy(PAPER, spec['table'])} has no rows at L = {spec['L']}, "
+                               f"sigma = {spec['sigma']}")
+    return rows.reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------
@@ -393,8 +404,8 @@ def claims(spec: dict, node_id: str, results: str, out: str) -> None:
     stages.write_claims(PAPER, CLAIMS, spec, node_id, results, out)
 
 
-KINDS = {"risk_vs_n": risk_vs_n, "importance": importance, "prune_probe": prune_probe, "algorithms": algorithms,
-         "dimension": dimension}
+KINDS = {"risk_vs_n": risk_vs_n, "importance": importance, "prune_probe": prune_probe, "main_variant": main_variant,
+         "algorithms": algorithms, "dimension": dimension}
 
 
 def tidy(spec: dict, node_id: str, results: str, out: str) -> None:

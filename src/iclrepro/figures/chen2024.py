@@ -102,7 +102,7 @@ def draw_dimension(frame):
 
 
 FIGURES = {"risk_vs_n": draw_risk_vs_n, "importance": draw_importance, "prune_probe": draw_probes,
-           "algorithms": draw_algorithms, "dimension": draw_dimension}
+           "main_variant": draw_probes, "algorithms": draw_algorithms, "dimension": draw_dimension}
 
 
 def draw(spec: dict, node_id: str, tidy: str, out_png: str, out_pdf: str) -> None:

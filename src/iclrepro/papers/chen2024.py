@@ -1,8 +1,9 @@
 """Experiment design of chen2024: which test sets, cells and theory each figure needs.
 
 Figures (spec §6): risk_vs_n (Fig. 1b: one cell per head count), importance (Fig. 1c: the
-multi-head cell), prune_probe (Fig. 1d: the multi-head and single-head cells at the main
-depth and noise), depth_noise (appendix: the same over a grid of depths and noise levels)
+multi-head cell), depth_noise (appendix: pruning and probing of the multi-head and
+single-head cells over a grid of depths and noise levels, which always holds the main
+depth and noise), prune_probe (Fig. 1d: the main depth and noise's rows of depth_noise),
 algorithms (p.8: PtO, GD, ridge, Lasso, OLS per noise level, with the transformer) and
 dimension (appendix pp.32-33: the same algorithms against d at fixed s, n and sigma).
 A cell is one (depth L, heads H, noise sigma); cells shared by figures are trained once.
@@ -81,9 +82,10 @@ class Planner:
     def tidy(self, figure: str, kind: str, spec: dict, inputs) -> plan.Node:
         return plan.make("tidy", PAPER, {"figure": figure, "kind": kind, **spec}, name=figure, inputs=tuple(inputs))
 
-    def probing(self, figure: str, grid) -> plan.Node:
-        """Pruning and probing of the multi-head and single-head cells at each (L, sigma) of `grid`,
-        beside GD and PtO run for as many steps as the layers (step sizes from the algorithms' grid)."""
+    def probing(self, grid) -> plan.Node:
+        """The depth/noise table: pruning and probing of the multi-head and single-head cells at
+        each (L, sigma) of `grid`, beside GD and PtO run for as many steps as the layers (step
+        sizes from the algorithms' grid)."""
         variants, inputs = [], []
         for layers, sigma in grid:
             full, single = self.cell(layers, max(self.block["heads"]), sigma), self.cell(layers, 1, sigma)
@@ -93,7 +95,7 @@ class Planner:
             inputs += [full, single, test, probe]
         spec = {"variants": variants, "n": self.block["analysis_n"], "ridge": self.block["probe_ridge"],
                 "eta": self.block["figures"]["algorithms"]["eta"]}   # the GD / PtO steps drawn beside the probes
-        return self.tidy(figure, "prune_probe", spec, inputs)
+        return self.tidy("depth_noise", "prune_probe", spec, inputs)
 
     def algorithms(self, main: plan.Node) -> plan.Node:
         settings = self.block["figures"]["algorithms"]
@@ -127,14 +129,18 @@ class Planner:
         by_heads = {H: self.cell(L, H, sigma) for H in b["heads"]}
         main, test = by_heads[max(b["heads"])], self.prompt_set(sigma, "test")
         variants = [(v["layers"], v["sigma"]) for v in b["figures"]["depth_noise"]["variants"]]
+        if (L, sigma) not in variants:   # prune_probe is the main models' rows of this table
+            variants.append((L, sigma))
+        depth_noise = self.probing(variants)
         tidy = {
             "risk_vs_n": self.tidy("risk_vs_n", "risk_vs_n",
                                    {"cells": [{"H": H, "cell": node.id} for H, node in by_heads.items()]},
                                    by_heads.values()),
             "importance": self.tidy("importance", "importance", {"cell": main.id, "data": test.id,
                                                                  "n": b["analysis_n"]}, [main, test]),
-            "prune_probe": self.probing("prune_probe", [(L, sigma)]),
-            "depth_noise": self.probing("depth_noise", variants),
+            "prune_probe": self.tidy("prune_probe", "main_variant", {"table": "depth_noise", "L": L, "sigma": sigma},
+                                     [depth_noise, main, by_heads[1]]),   # the cells: the figure's provenance
+            "depth_noise": depth_noise,
             "algorithms": self.algorithms(main),
             "dimension": self.dimension(),
         }
