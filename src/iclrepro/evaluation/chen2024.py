@@ -191,7 +191,7 @@ def variant_rows(entry: dict, spec: dict, layout: store.Layout) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).assign(L=entry["L"], sigma=entry["sigma"], n=n)
 
 
-def prune_probe(spec: dict, layout: store.Layout) -> pd.DataFrame:
+def probing(spec: dict, layout: store.Layout) -> pd.DataFrame:
     frame = pd.concat([variant_rows(entry, spec, layout) for entry in spec["variants"]], ignore_index=True)
     return frame.astype({"seed": "Int64"})   # the algorithm rows have no seed
 
@@ -404,7 +404,7 @@ def claims(spec: dict, node_id: str, results: str, out: str) -> None:
     stages.write_claims(PAPER, CLAIMS, spec, node_id, results, out)
 
 
-KINDS = {"risk_vs_n": risk_vs_n, "importance": importance, "prune_probe": prune_probe, "main_variant": main_variant,
+KINDS = {"risk_vs_n": risk_vs_n, "importance": importance, "probing": probing, "main_variant": main_variant,
          "algorithms": algorithms, "dimension": dimension}
 
 

@@ -101,7 +101,7 @@ def draw_dimension(frame):
     return fig
 
 
-FIGURES = {"risk_vs_n": draw_risk_vs_n, "importance": draw_importance, "prune_probe": draw_probes,
+FIGURES = {"risk_vs_n": draw_risk_vs_n, "importance": draw_importance, "probing": draw_probes,
            "main_variant": draw_probes, "algorithms": draw_algorithms, "dimension": draw_dimension}
 
 

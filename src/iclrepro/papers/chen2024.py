@@ -95,7 +95,7 @@ class Planner:
             inputs += [full, single, test, probe]
         spec = {"variants": variants, "n": self.block["analysis_n"], "ridge": self.block["probe_ridge"],
                 "eta": self.block["figures"]["algorithms"]["eta"]}   # the GD / PtO steps drawn beside the probes
-        return self.tidy("depth_noise", "prune_probe", spec, inputs)
+        return self.tidy("depth_noise", "probing", spec, inputs)
 
     def algorithms(self, main: plan.Node) -> plan.Node:
         settings = self.block["figures"]["algorithms"]
