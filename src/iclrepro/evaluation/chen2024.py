@@ -198,11 +198,11 @@ def probing(spec: dict, layout: store.Layout) -> pd.DataFrame:
 
 def main_variant(spec: dict, layout: store.Layout) -> pd.DataFrame:
     """The rows of one (L, sigma) of a pruning-and-probing table (the main models' of depth_noise)."""
-    frame = store.read_parquet(layout.tidy(PAPER, spec["table"])).to_pandas()
+    path = layout.tidy(PAPER, spec["table"])
+    frame = store.read_parquet(path).to_pandas()
     rows = frame[(frame["L"] == spec["L"]) & (frame["sigma"] == spec["sigma"])]
     if rows.empty:
-        raise store.StoreError(f"{layout.tidy(PAPER, spec['table'])} has no rows at L = {spec['L']}, "
-                               f"sigma = {spec['sigma']}")
+        raise store.StoreError(f"{path} has no rows at L = {spec['L']}, sigma = {spec['sigma']}")
     return rows.reset_index(drop=True)
 
 
