@@ -143,6 +143,17 @@ def test_task_vectors_are_s_sparse():
     assert float((data["w_star"] ** 2).sum(-1).mean()) == pytest.approx(3, rel=0.15)
 
 
+def test_the_sign_prior_keeps_the_gaussian_supports_and_signs_at_magnitude_one():
+    task = tasks.Task(d=8, s=3, sigma=0.1, n=4)
+    gaussian = tasks.sample(task, 500, torch.Generator().manual_seed(3))
+    sign = tasks.sample(tasks.Task(d=8, s=3, sigma=0.1, n=4, prior="sign"), 500, torch.Generator().manual_seed(3))
+    assert torch.equal(sign["w_star"], gaussian["w_star"].sign())
+    assert torch.equal(sign["x"], gaussian["x"])
+    assert torch.allclose(sign["y"] - tasks.clean(sign), gaussian["y"] - tasks.clean(gaussian), atol=1e-5)
+    with pytest.raises(ValueError, match="prior 'laplace'"):
+        tasks.Task(d=8, s=3, sigma=0.1, n=4, prior="laplace")
+
+
 def test_probe_overlay_runs_a_step_per_layer_tuned_on_the_first_set():
     """At layer l: GD after l steps, PtO after l - 1 (layer 1 preprocesses); each step size is
     the best of the grid on the first (probe-training) set, the risk is that of the second."""

@@ -63,6 +63,14 @@ def test_schema_rejects_unknown_keys_and_values(raw, schema):
         planned(raw, schema, edit=lambda b: b.update(typo=1))
     with pytest.raises(config.ConfigError, match="chen2024.training.weight_decay"):
         planned(raw, schema, edit=lambda b: b["training"].update(weight_decay=-0.01))
+    with pytest.raises(config.ConfigError, match="chen2024.prior"):
+        planned(raw, schema, edit=lambda b: b.update(prior="laplace"))
+
+
+def test_the_prior_reaches_every_prompt_set_and_cell(raw, schema):
+    built = planned(raw, schema, edit=lambda b: b.update(prior="sign"))
+    specs = [node.spec for stage in ("data", "train") for node in built.nodes[stage].values()]
+    assert specs and {spec["task"]["prior"] for spec in specs} == {"sign"}
 
 
 def test_cells_describe_and_size_themselves(raw, schema):

@@ -60,7 +60,8 @@ class Planner:
             self.fail("figures.dimension.d", f"{narrow} are below the sparsity s = {b['s']}")
 
     def task(self, sigma: float, d: int | None = None) -> dict:
-        return {"d": d or self.block["d"], "s": self.block["s"], "sigma": sigma, "n": self.block["n"]}
+        return {"d": d or self.block["d"], "s": self.block["s"], "sigma": sigma, "n": self.block["n"],
+                "prior": self.block["prior"]}
 
     def prompt_set(self, sigma: float, purpose: str, d: int | None = None) -> plan.Node:
         spec = {"paper": PAPER, "task": self.task(sigma, d), "purpose": purpose,

@@ -3,6 +3,8 @@
 A prompt holds K = n + 1 points: x_k ~ N(0, I_d), y_k = <w*, x_k> + eps_k with
 eps_k ~ N(0, sigma^2), and an s-sparse task vector w* drawn as in Garg et al.: w ~ N(0, I_d)
 with all but s uniformly chosen coordinates zeroed, no renormalisation (E||w*||^2 = s).
+The `sign` prior keeps only the signs of those s entries (+/-1): the same support and
+E||w*||^2, but every nonzero |w*_j| is 1, the minimum signal that PtO's bound assumes.
 Every prefix is a prompt: point k is the query of the k - 1 examples before it, so one
 prompt scores every context length n = 0..K-1. Excess risk is measured against the
 noiseless target <w*, x_k>.
@@ -19,6 +21,8 @@ import torch
 from iclrepro import store
 from iclrepro.tasks import columns
 
+PRIORS = ("gaussian", "sign")
+
 
 @dataclass(frozen=True)
 class Task:
@@ -26,8 +30,11 @@ class Task:
     s: int
     sigma: float
     n: int  # largest number of in-context examples; prompts hold n + 1 points
+    prior: str = "gaussian"  # w*'s nonzero entries: one of PRIORS
 
     def __post_init__(self):
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior {self.prior!r} must be one of {PRIORS}")
         if not 1 <= self.s <= self.d:
             raise ValueError(f"sparsity s={self.s} must be between 1 and d={self.d}")
         if self.n < 1 or self.sigma < 0:
@@ -38,6 +45,8 @@ def sample(task: Task, prompts: int, generator: torch.Generator, device="cpu") -
     """x (B, K, d), y (B, K) noisy labels, w_star (B, d), all float32."""
     kw = dict(generator=generator, device=device)
     w = torch.randn(prompts, task.d, **kw)
+    if task.prior == "sign":  # the same draws, so both priors share supports and signs
+        w = w.sign()
     keep = torch.rand(prompts, task.d, **kw).argsort(-1)[:, :task.s]                 # s random coordinates
     w_star = torch.zeros_like(w).scatter(-1, keep, w.gather(-1, keep))
     x = torch.randn(prompts, task.n + 1, task.d, **kw)
