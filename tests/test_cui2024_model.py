@@ -87,6 +87,29 @@ def test_reduced_theory_form_is_a_kernel_average():
     assert math.isclose(predicted, float(expected), rel_tol=1e-5)
 
 
+def test_attend_and_its_gradients_follow_the_per_head_sum_over_context_tokens():
+    """yhat = sum_h sum_i softmax_i(z_i^T W^KQ_h z_q) (r_h^T z_i), written token by token."""
+    torch.manual_seed(1)
+    S, B, D, d, H = 2, 3, 5, 3, 2
+    x, y = torch.randn(S, B, D + 1, d, dtype=torch.float64), torch.randn(S, B, D + 1, dtype=torch.float64)
+    kq = torch.randn(S, H, d + 1, d + 1, dtype=torch.float64, requires_grad=True)
+    value = torch.randn(S, H, d + 1, dtype=torch.float64, requires_grad=True)
+    z = torch.cat([x, y.unsqueeze(-1)], -1)
+    z_q = torch.cat([x[:, :, -1], torch.zeros(S, B, 1, dtype=torch.float64)], -1)
+    expected = torch.zeros(S, B, dtype=torch.float64)
+    for h in range(H):
+        scores = torch.stack([(z[:, :, i] * (kq[:, h, None] @ z_q.unsqueeze(-1)).squeeze(-1)).sum(-1)
+                              for i in range(D)], -1)                                  # (S, B, D)
+        values = torch.stack([(z[:, :, i] * value[:, h, None]).sum(-1) for i in range(D)], -1)
+        expected = expected + (torch.softmax(scores, -1) * values).sum(-1)
+    found = models.attend(x, y, kq, value)
+    assert torch.allclose(found, expected, rtol=1e-12, atol=1e-12)
+    weights = torch.randn(S, B, dtype=torch.float64)
+    for got, want in zip(torch.autograd.grad((found * weights).sum(), (kq, value)),
+                         torch.autograd.grad((expected * weights).sum(), (kq, value)), strict=True):
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("param", ["full", "reduced"])
 def test_identity_init_pairs_heads_with_opposite_signs(param):
     spec = {"param": param, "H": 2, "p": 10, "init_std": 1e-4, "init": "identity", "identity_eps": 0.05}
