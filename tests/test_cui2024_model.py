@@ -22,13 +22,15 @@ def test_sample_shapes_and_labels(scenario):
     assert (residual.abs().max() < 1e-6) == (scenario.sigma2 == 0)
 
 
-@pytest.mark.parametrize("scenario", [tasks.Scenario(d=3, sigma2=0.5, rho=0.5), tasks.Scenario(d=3, r=0.3),
-                                      tasks.Scenario(d=3, tau=0.3)])
-def test_ensemble_sample_gives_each_seed_its_own_stream(scenario):
-    """Seed s's slice of a training batch is bit for bit what seed s alone would draw."""
-    ensemble = tasks.sample_ensemble(scenario, 7, 5, [torch.Generator().manual_seed(s) for s in (4, 9)])
+@pytest.mark.parametrize("scenario, D, n", [(tasks.Scenario(d=3, sigma2=0.5, rho=0.5), 7, 5),
+                                             (tasks.Scenario(d=3, r=0.3), 7, 5), (tasks.Scenario(d=3, tau=0.3), 7, 5),
+                                             (tasks.Scenario(d=5), 80, 128)])  # the quick cells' batch
+def test_ensemble_sample_gives_each_seed_its_own_stream(scenario, D, n):
+    """Seed s's slice of a training batch is bit for bit what seed s alone would draw (at the
+    quick cells' size, labels computed for all seeds in one product once differed in the last bit)."""
+    ensemble = tasks.sample_ensemble(scenario, D, n, [torch.Generator().manual_seed(s) for s in (4, 9)])
     for index, seed in enumerate((4, 9)):
-        alone = tasks.sample(scenario, 7, 5, torch.Generator().manual_seed(seed))
+        alone = tasks.sample(scenario, D, n, torch.Generator().manual_seed(seed))
         assert all(torch.equal(ensemble[key][index], alone[key]) for key in ("x", "y", "w"))
     assert not torch.equal(ensemble["x"][0], ensemble["x"][1])
 
