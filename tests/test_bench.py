@@ -27,6 +27,12 @@ def test_ensemble_step_breakdown_times_every_part_for_one_and_eight_seeds():
     assert all(us > 0 for us in parts.values())
 
 
+def test_ensemble_ceiling_lets_only_the_draw_grow_with_the_seeds():
+    parts = {"S=1 draw": 2.0, "S=1 forward_backward": 5.0, "S=1 optimizer": 1.0,
+             "S=8 draw": 16.0, "S=8 forward_backward": 20.0, "S=8 optimizer": 1.0}
+    assert bench.ensemble8_ceiling(parts) == 8 * 8.0 / (16.0 + 5.0 + 1.0)
+
+
 def test_a_ratio_is_the_median_over_pairs_timed_back_to_back(monkeypatch):
     calls, durations = [], {"a": iter([2.0, 2.0, 2.0]), "b": iter([1.0, 4.0, 0.5])}  # ratios 2, 0.5, 4
 

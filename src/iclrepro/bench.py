@@ -5,6 +5,8 @@
   largest quick cell), setup included;
 * ensemble8_speedup: 8 seeds trained as one ensemble vs 8 single-seed runs in sequence;
 * ensemble_step_us: where an update's time goes (draw, forward + backward, optimizer), 1 vs 8 seeds;
+* ensemble8_ceiling: the most ensemble8_speedup could be here, from ensemble_step_us, while
+  each seed draws its own prompts (only the draw growing with the seeds);
 * ensemble_speedup_quick: per paper, its largest quick cell's seeds as one ensemble vs one by one;
 * steps_per_s: per paper, the largest quick-scale cell's model through the Lightning path;
 * dryrun_s_10k_cells: parse + `snakemake -n` of a synthetic 10,000-cell config;
@@ -148,6 +150,14 @@ def ensemble_step_us(seeds=(1, 8), updates: int = 200) -> dict[str, float]:
     return {f"S={S} {part}": us for S in seeds for part, us in update_parts_us(S, updates).items()}
 
 
+def ensemble8_ceiling(step_us: dict[str, float]) -> float:
+    """The most ensemble8_speedup could reach on this machine while every seed draws its own
+    prompts: eight single-seed updates over an eight-seed update whose forward, backward and
+    optimizer step cost no more than one seed's, so that only the draw grows with the seeds."""
+    one_seed = sum(us for part, us in step_us.items() if part.startswith("S=1 "))
+    return 8 * one_seed / (one_seed - step_us["S=1 draw"] + step_us["S=8 draw"])
+
+
 def update_parts_us(seeds: int, updates: int) -> dict[str, float]:
     spec = cui2024_spec(1, list(range(seeds)))
     objective = objective_of(spec)
@@ -281,12 +291,14 @@ def run(workdir: Path, results: Path, pipeline: bool, kills: int) -> dict:
     core.configure_threads(1)
     seconds, cells = dryrun_seconds(workdir)
     quick_cells = largest_quick_cells(workdir)
+    step_us = ensemble_step_us()
     figures = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "torch": torch.__version__},
         "lightning_over_bare": lightning_over_bare_figures(quick_cells),
         "ensemble8_speedup": ensemble8_speedup(),
-        "ensemble_step_us": ensemble_step_us(),
+        "ensemble_step_us": step_us,
+        "ensemble8_ceiling": ensemble8_ceiling(step_us),
         "ensemble_speedup_quick": ensemble_speedup_quick(quick_cells),
         "steps_per_s": steps_per_s(quick_cells),
         "dryrun_s_10k_cells": seconds, "dryrun_cells": cells,
