@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from iclrepro import bench, config, plan
 
 
@@ -18,6 +20,25 @@ def test_table_lists_every_figure_but_the_machine():
     assert bench.table(figures).splitlines()[2:] == [
         "| lightning_over_bare H=1 | 0.91 |", "| lightning_over_bare H=8 | 1.02 |",
         "| dryrun_s_10k_cells | 9.64 |", "| kills | 5 |", "| kills_lost_or_corrupted | 0 |"]
+
+
+def test_table_says_when_a_slurm_client_without_controller_slowed_every_snakemake_start():
+    figures = {"machine": {"slurm_client_without_controller": True}, "dryrun_s_10k_cells": 13.1}
+    assert bench.table(figures).splitlines()[2:] == ["| dryrun_s_10k_cells | 13.1 |", "", bench.SLURM_WAIT_NOTE]
+
+
+@pytest.mark.parametrize("ping_status, waits", [(0, False), (1, True)])
+def test_a_slurm_client_whose_ping_fails_has_no_controller(tmp_path, monkeypatch, ping_status, waits):
+    scontrol = tmp_path / "scontrol"
+    scontrol.write_text(f"#!/bin/sh\nexit {ping_status}\n")
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert bench.slurm_without_controller() is waits
+
+
+def test_no_slurm_client_means_no_wait(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert bench.slurm_without_controller() is False
 
 
 def test_ensemble_step_breakdown_times_every_part_for_one_and_eight_seeds():

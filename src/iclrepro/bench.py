@@ -14,9 +14,12 @@
 * with --pipeline: the quick pipeline from scratch with 2 cores and with 1 core;
 * with --kills N: the smoke pipeline SIGKILLed N times at random moments, each time
   resumed and compared, bitwise, with an uninterrupted run (results lost or corrupted).
-Rates take the best of a few repeats. A ratio is the median over several pairs of runs, the
-two sides of each pair timed back to back: the machine may be shared, its speed drifts, and a
-burst of load elsewhere can slow one run of a pair by a third.
+The JSON's machine record also says whether SLURM's client is installed without a
+controller (every Snakemake start then waits about 9 s, which the dry run would include;
+the table says so). Rates take the best of a few repeats. A ratio is the median over
+several pairs of runs, the two sides of each pair timed back to back: the machine may be
+shared, its speed drifts, and a burst of load elsewhere can slow one run of a pair by a
+third.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import importlib
 import os
 import platform
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -227,6 +231,18 @@ def dryrun_seconds(workdir: Path, cells: int = 10_000) -> tuple[float, int]:
         return time.perf_counter() - start, planned
 
 
+SLURM_WAIT_NOTE = ("Note: SLURM's client is installed but no controller answers, so every Snakemake start "
+                   "waited for `scontrol`'s timeout (about 9 s), and the dry-run and pipeline times include "
+                   "it (README, Troubleshooting).")
+
+
+def slurm_without_controller() -> bool:
+    """Whether SLURM's client is installed while no controller answers: the SLURM executor
+    plugin then makes every Snakemake start wait for `scontrol show config` to time out."""
+    return shutil.which("scontrol") is not None and subprocess.run(
+        ["scontrol", "ping"], capture_output=True).returncode != 0
+
+
 def peak_rss_mb(results: Path) -> dict[str, float]:
     """Largest max_rss (MB) per rule kind in Snakemake's benchmark records of the last run."""
     peaks: dict[str, float] = {}
@@ -294,7 +310,8 @@ def run(workdir: Path, results: Path, pipeline: bool, kills: int) -> dict:
     step_us = ensemble_step_us()
     figures = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "torch": torch.__version__},
+                    "cpus": os.cpu_count(), "torch": torch.__version__,
+                    "slurm_client_without_controller": slurm_without_controller()},
         "lightning_over_bare": lightning_over_bare_figures(quick_cells),
         "ensemble8_speedup": ensemble8_speedup(),
         "ensemble_step_us": step_us,
@@ -318,4 +335,6 @@ def table(figures: dict) -> str:
             lines += [f"| {key} {sub} | {v:.3g} |" for sub, v in value.items()]
         elif key != "machine":
             lines.append(f"| {key} | {value:.3g} |")
+    if figures.get("machine", {}).get("slurm_client_without_controller"):
+        lines += ["", SLURM_WAIT_NOTE]
     return "\n".join(lines)
