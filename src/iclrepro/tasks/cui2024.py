@@ -65,7 +65,7 @@ def _fill(scenario: Scenario, generator: torch.Generator, x: torch.Tensor, y: to
             torch.as_tensor(scenario.prior_mean(), dtype=w.dtype, device=w.device))
     else:
         w.mul_(math.sqrt(scenario.W / scenario.d))
-    torch.bmm(x, w.unsqueeze(-1), out=y.unsqueeze(-1))
+    torch.bmm(w.unsqueeze(1), x.transpose(1, 2), out=y.unsqueeze(1))  # w^T x^T: rows of D+1 labels
     if scenario.sigma2 > 0:
         y.add_(math.sqrt(scenario.sigma2) * torch.empty_like(y).normal_(generator=generator))
 
