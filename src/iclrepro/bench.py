@@ -5,8 +5,6 @@
   largest quick cell), setup included;
 * ensemble8_speedup: 8 seeds trained as one ensemble vs 8 single-seed runs in sequence;
 * ensemble_step_us: where an update's time goes (draw, forward + backward, optimizer), 1 vs 8 seeds;
-* ensemble8_ceiling: the most ensemble8_speedup could be here while each seed draws its own
-  prompts (only the draw growing with the seeds), from the same timings, round by round;
 * ensemble_speedup_quick: per paper, its largest quick cell's seeds as one ensemble vs one by one;
 * steps_per_s: per paper, the largest quick-scale cell's model through the Lightning path;
 * dryrun_s_10k_cells: parse + `snakemake -n` of a synthetic 10,000-cell config;
@@ -52,7 +50,6 @@ PAPER_STEPS = 300    # steps timed per paper model (steps_per_s)
 RATIO_STEPS = 100    # steps per timed run of a paper model in a ratio (chen2024: about 5 s)
 ENSEMBLE_STEPS = 100  # steps timed per paper ensemble (deora2023's full-batch steps are slow)
 REPEATS = 3
-ROUNDS = 5           # rounds of the update breakdown (ensemble_step_us)
 PAIRS = 7            # pairs of runs behind each issue-level ratio
 QUICK_PAIRS = 3      # pairs behind each paper's ensemble speed-up (deora2023: about 1 min a pair)
 
@@ -147,35 +144,15 @@ def ensemble_speedup_quick(quick_cells: dict[str, dict]) -> dict[str, float]:
     return found
 
 
-def ensemble_step_rounds(seeds=(1, 8), updates: int = 200, rounds: int = ROUNDS) -> list[dict[str, float]]:
+def ensemble_step_us(seeds=(1, 8), updates: int = 200) -> dict[str, float]:
     """Microseconds per update of the ensemble8 cell with 1 and 8 seeds, by part: drawing the
-    prompts, forward + backward, optimizer step; one dict per round. A round times every part
-    with every seed count back to back, so that a change in the machine's speed reaches the
-    whole round. Each seed draws from its own generator (so that it trains as it would
-    alone), so the draw grows with the seeds however they are batched.
+    prompts, forward + backward, optimizer step. Each seed draws from its own generator (so
+    that it trains as it would alone), so the draw grows with the seeds however they are batched.
     """
-    parts = {S: update_parts(S) for S in seeds}
-    return [{f"S={S} {part}": 1e6 * seconds(repeated(step, updates)) / updates
-             for S, steps in parts.items() for part, step in steps.items()} for _ in range(rounds)]
+    return {f"S={S} {part}": us for S in seeds for part, us in update_parts_us(S, updates).items()}
 
 
-def ensemble_step_figures(rounds: list[dict[str, float]]) -> dict:
-    """Each part's best time over the rounds, and the median over rounds of the ceiling
-    computed within each round (parts timed in different rounds may see different speeds)."""
-    return {"ensemble_step_us": {part: min(times[part] for times in rounds) for part in rounds[0]},
-            "ensemble8_ceiling": statistics.median(ensemble8_ceiling(times) for times in rounds)}
-
-
-def ensemble8_ceiling(step_us: dict[str, float]) -> float:
-    """The most ensemble8_speedup could reach on this machine while every seed draws its own
-    prompts: eight single-seed updates over an eight-seed update whose forward, backward and
-    optimizer step cost no more than one seed's, so that only the draw grows with the seeds."""
-    one_seed = sum(us for part, us in step_us.items() if part.startswith("S=1 "))
-    return 8 * one_seed / (one_seed - step_us["S=1 draw"] + step_us["S=8 draw"])
-
-
-def update_parts(seeds: int) -> dict:
-    """The three parts of an update of the ensemble8 cell with `seeds` seeds, as callables."""
+def update_parts_us(seeds: int, updates: int) -> dict[str, float]:
     spec = cui2024_spec(1, list(range(seeds)))
     objective = objective_of(spec)
     optimizer, _ = optimisation_of(spec).optimizer_and_schedule(objective.model.parameters())
@@ -185,7 +162,8 @@ def update_parts(seeds: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
         objective.loss(batch).sum().backward()
 
-    return {"draw": objective.draw, "forward_backward": backward, "optimizer": optimizer.step}
+    parts = {"draw": objective.draw, "forward_backward": backward, "optimizer": optimizer.step}
+    return {part: 1e6 * best_seconds(repeated(step, updates)) / updates for part, step in parts.items()}
 
 
 def repeated(step, times: int):
@@ -325,7 +303,7 @@ def run(workdir: Path, results: Path, pipeline: bool, kills: int) -> dict:
                     "slurm_client_without_controller": slurm_without_controller()},
         "lightning_over_bare": lightning_over_bare_figures(quick_cells),
         "ensemble8_speedup": ensemble8_speedup(),
-        **ensemble_step_figures(ensemble_step_rounds()),
+        "ensemble_step_us": ensemble_step_us(),
         "ensemble_speedup_quick": ensemble_speedup_quick(quick_cells),
         "steps_per_s": steps_per_s(quick_cells),
         "dryrun_s_10k_cells": seconds, "dryrun_cells": cells,
