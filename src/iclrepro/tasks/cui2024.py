@@ -45,24 +45,28 @@ def sample_ensemble(scenario: Scenario, D: int, n: int, generators: list[torch.G
     kw = {"dtype": dtype, "device": device}
     prompts = {"x": torch.empty(S, n, D + 1, d, **kw), "y": torch.empty(S, n, D + 1, **kw),
                "w": torch.empty(S, n, d, **kw)}
+    chol = prior_mean = None  # the scenario's constants, made once for all seeds
+    if scenario.family == "correlated":
+        chol = torch.linalg.cholesky(torch.as_tensor(scenario.covariance(), **kw))
+    if scenario.family == "prior":
+        prior_mean = torch.as_tensor(scenario.prior_mean(), **kw)
     for seed, generator in enumerate(generators):
-        _fill(scenario, generator, **{key: value[seed] for key, value in prompts.items()})
+        _fill(scenario, generator, chol, prior_mean, **{key: value[seed] for key, value in prompts.items()})
     return prompts
 
 
-def _fill(scenario: Scenario, generator: torch.Generator, x: torch.Tensor, y: torch.Tensor,
-          w: torch.Tensor) -> None:
-    """Draw one seed's prompts into x (n, D+1, d), y (n, D+1) and w (n, d), in place."""
+def _fill(scenario: Scenario, generator: torch.Generator, chol: torch.Tensor | None,
+          prior_mean: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> None:
+    """Draw one seed's prompts into x (n, D+1, d), y (n, D+1) and w (n, d), in place; `chol`
+    and `prior_mean` are the correlated and prior scenarios' constants (None otherwise)."""
     x.normal_(generator=generator)
     w.normal_(generator=generator)
     if scenario.family == "local":
         x[:, :-1, :].mul_(scenario.r).add_(x[:, -1:, :])
     elif scenario.family == "correlated":
-        chol = torch.linalg.cholesky(torch.as_tensor(scenario.covariance(), dtype=x.dtype, device=x.device))
         x.copy_(x @ chol.T)
     if scenario.family == "prior":
-        w.mul_(scenario.tau / math.sqrt(scenario.d)).add_(
-            torch.as_tensor(scenario.prior_mean(), dtype=w.dtype, device=w.device))
+        w.mul_(scenario.tau / math.sqrt(scenario.d)).add_(prior_mean)
     else:
         w.mul_(math.sqrt(scenario.W / scenario.d))
     torch.bmm(w.unsqueeze(1), x.transpose(1, 2), out=y.unsqueeze(1))  # w^T x^T: rows of D+1 labels
