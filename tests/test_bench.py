@@ -41,11 +41,27 @@ def test_no_slurm_client_means_no_wait(tmp_path, monkeypatch):
     assert bench.slurm_without_controller() is False
 
 
-def test_ensemble_step_breakdown_times_every_part_for_one_and_eight_seeds():
-    parts = bench.ensemble_step_us(updates=2)
-    assert sorted(parts) == sorted(f"S={S} {part}" for S in (1, 8)
-                                   for part in ("draw", "forward_backward", "optimizer"))
-    assert all(us > 0 for us in parts.values())
+def test_the_update_breakdown_times_whole_loops_with_a_fresh_draw_and_with_a_fixed_batch(monkeypatch):
+    draws = []
+    objective_of = bench.objective_of
+
+    def counting_objective(spec):
+        objective = objective_of(spec)
+        draw = objective.draw
+        objective.draw = lambda: draws.append(len(spec["seeds"])) or draw()
+        return objective
+
+    monkeypatch.setattr(bench, "objective_of", counting_objective)
+    us = bench.ensemble_update_us(updates=3, rounds=2)
+    assert sorted(us) == sorted(f"S={S} {part}" for S in (1, 8) for part in ("update", "fixed batch", "draw"))
+    assert all(us[f"S={S} draw"] == us[f"S={S} update"] - us[f"S={S} fixed batch"] for S in (1, 8))
+    # per seed count: the fixed batch once, then fresh prompts for each of 3 updates x 2 rounds
+    assert draws.count(1) == draws.count(8) == 1 + 3 * 2
+
+
+def test_the_ensemble_ceiling_pays_eight_draws_and_one_seeds_arithmetic():
+    update_us = {"S=1 update": 800.0, "S=1 fixed batch": 600.0, "S=8 draw": 1_600.0}
+    assert bench.ensemble8_ceiling(update_us) == pytest.approx(8 * 800 / (1_600 + 600))
 
 
 def test_a_ratio_is_the_median_over_pairs_timed_back_to_back(monkeypatch):

@@ -4,7 +4,9 @@
   (same model, batch, optimiser and schedule; cui2024 with H = 1 and H = 8, and chen2024's
   largest quick cell), setup included;
 * ensemble8_speedup: 8 seeds trained as one ensemble vs 8 single-seed runs in sequence;
-* ensemble_step_us: where an update's time goes (draw, forward + backward, optimizer), 1 vs 8 seeds;
+* ensemble8_ceiling: the most ensemble8_speedup can be per update while each seed draws its own
+  prompts, from ensemble_update_us: microseconds per update in a bare loop with 1 and 8 seeds,
+  with a fresh draw and with a fixed batch (their difference: the draw);
 * ensemble_speedup_quick: per paper, its largest quick cell's seeds as one ensemble vs one by one;
 * steps_per_s: per paper, the largest quick-scale cell's model through the Lightning path;
 * dryrun_s_10k_cells: parse + `snakemake -n` of a synthetic 10,000-cell config;
@@ -25,6 +27,7 @@ from __future__ import annotations
 import copy
 import csv
 import importlib
+import itertools
 import os
 import platform
 import random
@@ -101,16 +104,19 @@ def bare_run(spec: dict, steps: int | None = None):
 
     def run():
         objective = objective_of(spec)
-        optimisation = optimisation_of(spec, steps)
-        optimizer, schedule = optimisation.optimizer_and_schedule(objective.model.parameters())
-        for _ in range(optimisation.steps):
-            loss = objective.loss(objective.draw()).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+        bare_loop(objective, optimisation_of(spec, steps), objective.draw)
 
     return run
+
+
+def bare_loop(objective: core.Objective, optimisation: core.Optimisation, next_batch) -> None:
+    optimizer, schedule = optimisation.optimizer_and_schedule(objective.model.parameters())
+    for _ in range(optimisation.steps):
+        loss = objective.loss(next_batch()).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
 
 
 def lightning_over_bare(spec: dict, steps: int | None = None) -> float:
@@ -144,30 +150,36 @@ def ensemble_speedup_quick(quick_cells: dict[str, dict]) -> dict[str, float]:
     return found
 
 
-def ensemble_step_us(seeds=(1, 8), updates: int = 200) -> dict[str, float]:
-    """Microseconds per update of the ensemble8 cell with 1 and 8 seeds, by part: drawing the
-    prompts, forward + backward, optimizer step. Each seed draws from its own generator (so
-    that it trains as it would alone), so the draw grows with the seeds however they are batched.
-    """
-    return {f"S={S} {part}": us for S in seeds for part, us in update_parts_us(S, updates).items()}
+def ensemble_update_us(seeds=(1, 8), updates: int = BENCH_STEPS, rounds: int = 5) -> dict[str, float]:
+    """Microseconds per update of the ensemble8 cell inside a bare training loop, with 1 and 8
+    seeds: drawing fresh prompts every update, as training does, and reusing one fixed batch;
+    the difference is the draw. Parts timed apart do not add up to the loop's update, so only
+    whole loops are timed: each configuration's median over `rounds` interleaved runs."""
+    loops = {(S, fixed): bare_update_loop(S, fixed, updates) for S in seeds for fixed in (False, True)}
+    times = {key: [] for key in loops}
+    for _ in range(rounds):
+        for key, loop in loops.items():
+            times[key].append(seconds(loop))
+    us = {key: 1e6 * statistics.median(runs) / updates for key, runs in times.items()}
+    figures = {}
+    for S in seeds:
+        figures |= {f"S={S} update": us[S, False], f"S={S} fixed batch": us[S, True],
+                    f"S={S} draw": us[S, False] - us[S, True]}
+    return figures
 
 
-def update_parts_us(seeds: int, updates: int) -> dict[str, float]:
-    spec = cui2024_spec(1, list(range(seeds)))
+def bare_update_loop(seeds: int, fixed_batch: bool, updates: int):
+    spec = cui2024_spec(1, list(range(seeds)), updates)
     objective = objective_of(spec)
-    optimizer, _ = optimisation_of(spec).optimizer_and_schedule(objective.model.parameters())
-    batch = objective.draw()
-
-    def backward():
-        optimizer.zero_grad(set_to_none=True)
-        objective.loss(batch).sum().backward()
-
-    parts = {"draw": objective.draw, "forward_backward": backward, "optimizer": optimizer.step}
-    return {part: 1e6 * best_seconds(repeated(step, updates)) / updates for part, step in parts.items()}
+    next_batch = itertools.repeat(objective.draw()).__next__ if fixed_batch else objective.draw
+    return lambda: bare_loop(objective, optimisation_of(spec), next_batch)
 
 
-def repeated(step, times: int):
-    return lambda: [step() for _ in range(times)]
+def ensemble8_ceiling(update_us: dict[str, float]) -> float:
+    """The most ensemble8_speedup can be per update with this draw: every seed draws its own
+    prompts from its own generator, so the eight-seed update pays the eight-seed draw, and its
+    forward, backward and optimizer step cost at least one seed's."""
+    return 8 * update_us["S=1 update"] / (update_us["S=8 draw"] + update_us["S=1 fixed batch"])
 
 
 def largest_quick_cells(workdir: Path) -> dict[str, dict]:
@@ -297,13 +309,15 @@ def run(workdir: Path, results: Path, pipeline: bool, kills: int) -> dict:
     core.configure_threads(1)
     seconds, cells = dryrun_seconds(workdir)
     quick_cells = largest_quick_cells(workdir)
+    update_us = ensemble_update_us()
     figures = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "torch": torch.__version__,
                     "slurm_client_without_controller": slurm_without_controller()},
         "lightning_over_bare": lightning_over_bare_figures(quick_cells),
         "ensemble8_speedup": ensemble8_speedup(),
-        "ensemble_step_us": ensemble_step_us(),
+        "ensemble8_ceiling": ensemble8_ceiling(update_us),
+        "ensemble_update_us": update_us,
         "ensemble_speedup_quick": ensemble_speedup_quick(quick_cells),
         "steps_per_s": steps_per_s(quick_cells),
         "dryrun_s_10k_cells": seconds, "dryrun_cells": cells,
