@@ -64,6 +64,14 @@ def test_the_ensemble_ceiling_pays_eight_draws_and_one_seeds_arithmetic():
     assert bench.ensemble8_ceiling(update_us) == pytest.approx(8 * 800 / (1_600 + 600))
 
 
+def test_peak_memory_per_rule_kind_leaves_out_jobs_too_short_to_sample(tmp_path):
+    records = {"train/a.tsv": "512.5", "train/b.tsv": "300.0", "draw/c.tsv": "NA", "claims_table.tsv": "0.00"}
+    for name, rss in records.items():
+        (tmp_path / "benchmarks" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "benchmarks" / name).write_text(f"s\tmax_rss\tcpu_time\n0.36\t{rss}\t0.1\n")
+    assert bench.peak_rss_mb(tmp_path) == {"train": 512.5}
+
+
 def test_a_ratio_is_the_median_over_pairs_timed_back_to_back(monkeypatch):
     calls, durations = [], {"a": iter([2.0, 2.0, 2.0]), "b": iter([1.0, 4.0, 0.5])}  # ratios 2, 0.5, 4
 

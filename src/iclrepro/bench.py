@@ -246,16 +246,19 @@ def slurm_without_controller() -> bool:
 
 
 def peak_rss_mb(results: Path) -> dict[str, float]:
-    """Largest max_rss (MB) per rule kind in Snakemake's benchmark records of the last run."""
+    """Largest max_rss (MB) per rule kind in Snakemake's benchmark records of the last run.
+    A job too short to be sampled has "NA" there, or 0.00 in Snakemake 9: it is left out."""
     peaks: dict[str, float] = {}
     for record in (results / "benchmarks").rglob("*.tsv"):
         kind = record.relative_to(results / "benchmarks").parts[0].removesuffix(".tsv")
         with record.open() as handle:
             for row in csv.DictReader(handle, delimiter="\t"):
                 try:
-                    peaks[kind] = max(peaks.get(kind, 0.0), float(row["max_rss"]))
+                    rss = float(row["max_rss"])
                 except ValueError:
-                    continue  # "NA" where the job was too short to sample
+                    continue
+                if rss > 0:
+                    peaks[kind] = max(peaks.get(kind, 0.0), rss)
     return peaks
 
 
