@@ -64,12 +64,35 @@ def test_the_ensemble_ceiling_pays_eight_draws_and_one_seeds_arithmetic():
     assert bench.ensemble8_ceiling(update_us) == pytest.approx(8 * 800 / (1_600 + 600))
 
 
+def write_records(results, records: dict[str, list[str]]) -> None:
+    """Snakemake benchmark records: per file, its jobs' (seconds, max_rss) rows."""
+    for name, rows in records.items():
+        (results / "benchmarks" / name).parent.mkdir(parents=True, exist_ok=True)
+        (results / "benchmarks" / name).write_text("s\tmax_rss\n" + "".join(f"{row}\n" for row in rows))
+
+
+def test_job_time_sums_every_record_of_every_rule_kind(tmp_path):
+    write_records(tmp_path, {"train/a.tsv": ["10.5\tNA", "2.0\t1.0"], "claims_table.tsv": ["0.25\t0.00"]})
+    assert bench.job_seconds(tmp_path) == 12.75
+
+
 def test_peak_memory_per_rule_kind_leaves_out_jobs_too_short_to_sample(tmp_path):
-    records = {"train/a.tsv": "512.5", "train/b.tsv": "300.0", "draw/c.tsv": "NA", "claims_table.tsv": "0.00"}
-    for name, rss in records.items():
-        (tmp_path / "benchmarks" / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "benchmarks" / name).write_text(f"s\tmax_rss\tcpu_time\n0.36\t{rss}\t0.1\n")
+    write_records(tmp_path, {"train/a.tsv": ["1\t512.5"], "train/b.tsv": ["1\t300.0"], "draw/c.tsv": ["1\tNA"],
+                             "claims_table.tsv": ["0.36\t0.00"]})
     assert bench.peak_rss_mb(tmp_path) == {"train": 512.5}
+
+
+def test_the_pipeline_figures_say_how_busy_the_cores_were(root, monkeypatch):
+    def fake_snakemake(workdir, *args):
+        cores = int(args[args.index("--cores") + 1])
+        write_records(workdir / "results", {"train/a.tsv": [f"{30 * cores}\t1.0"]})
+
+    monkeypatch.setattr(bench, "snakemake", fake_snakemake)
+    found = bench.pipeline_seconds(root)
+    for cores in (1, 2):
+        wall = found[f"quick_pipeline_s_cores{cores}"]
+        assert found[f"cores_busy_cores{cores}"] * cores * wall == pytest.approx(30 * cores)
+    assert found["cores1_over_cores2"] == found["quick_pipeline_s_cores1"] / found["quick_pipeline_s_cores2"]
 
 
 def test_a_ratio_is_the_median_over_pairs_timed_back_to_back(monkeypatch):

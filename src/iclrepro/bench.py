@@ -11,7 +11,8 @@
 * steps_per_s: per paper, the largest quick-scale cell's model through the Lightning path;
 * dryrun_s_10k_cells: parse + `snakemake -n` of a synthetic 10,000-cell config;
 * peak_rss_mb: per rule kind, from the Snakemake benchmark records of the last run;
-* with --pipeline: the quick pipeline from scratch with 2 cores and with 1 core;
+* with --pipeline: the quick pipeline from scratch with 2 cores and with 1 core, and how busy
+  the cores were in each (summed job time over cores x wall time);
 * with --kills N: the smoke pipeline SIGKILLed N times at random moments, each time
   resumed and compared, bitwise, with an uninterrupted run (results lost or corrupted).
 The JSON's machine record also says whether SLURM's client is installed without a
@@ -245,31 +246,45 @@ def slurm_without_controller() -> bool:
         ["scontrol", "ping"], capture_output=True).returncode != 0
 
 
+def benchmark_rows(results: Path):
+    """(rule kind, row) for every row of Snakemake's benchmark records under `results`."""
+    for record in (results / "benchmarks").rglob("*.tsv"):
+        kind = record.relative_to(results / "benchmarks").parts[0].removesuffix(".tsv")
+        with record.open() as handle:
+            yield from ((kind, row) for row in csv.DictReader(handle, delimiter="\t"))
+
+
 def peak_rss_mb(results: Path) -> dict[str, float]:
     """Largest max_rss (MB) per rule kind in Snakemake's benchmark records of the last run.
     A job too short to be sampled has "NA" there, or 0.00 in Snakemake 9: it is left out."""
     peaks: dict[str, float] = {}
-    for record in (results / "benchmarks").rglob("*.tsv"):
-        kind = record.relative_to(results / "benchmarks").parts[0].removesuffix(".tsv")
-        with record.open() as handle:
-            for row in csv.DictReader(handle, delimiter="\t"):
-                try:
-                    rss = float(row["max_rss"])
-                except ValueError:
-                    continue
-                if rss > 0:
-                    peaks[kind] = max(peaks.get(kind, 0.0), rss)
+    for kind, row in benchmark_rows(results):
+        try:
+            rss = float(row["max_rss"])
+        except ValueError:
+            continue
+        if rss > 0:
+            peaks[kind] = max(peaks.get(kind, 0.0), rss)
     return peaks
 
 
+def job_seconds(results: Path) -> float:
+    return sum(float(row["s"]) for _, row in benchmark_rows(results))
+
+
 def pipeline_seconds(workdir: Path) -> dict[str, float]:
-    """The quick pipeline from scratch, with 2 cores and with 1 core (long: minutes each)."""
+    """The quick pipeline from scratch, with 2 cores and with 1 core (long: minutes each), and
+    how busy the cores were: summed job time over cores x wall time, 1 when every core ran a
+    job throughout. Unlike the 1-core over 2-core ratio, that does not move with the machine's
+    speed between the two runs."""
     found = {}
     for cores in (2, 1):
         with tempfile.TemporaryDirectory() as tmp:
+            copy = copy_workflow(workdir, Path(tmp))
             start = time.perf_counter()
-            snakemake(copy_workflow(workdir, Path(tmp)), "--cores", str(cores))
-            found[f"quick_pipeline_s_cores{cores}"] = time.perf_counter() - start
+            snakemake(copy, "--cores", str(cores))
+            found[f"quick_pipeline_s_cores{cores}"] = wall = time.perf_counter() - start
+            found[f"cores_busy_cores{cores}"] = job_seconds(copy / "results") / (cores * wall)
     found["cores1_over_cores2"] = found["quick_pipeline_s_cores1"] / found["quick_pipeline_s_cores2"]
     return found
 
