@@ -54,6 +54,7 @@ PAPER_STEPS = 300    # steps timed per paper model (steps_per_s)
 RATIO_STEPS = 100    # steps per timed run of a paper model in a ratio (chen2024: about 5 s)
 ENSEMBLE_STEPS = 100  # steps timed per paper ensemble (deora2023's full-batch steps are slow)
 REPEATS = 3
+ROUNDS = 5           # interleaved runs behind each figure of the update breakdown
 PAIRS = 7            # pairs of runs behind each issue-level ratio
 QUICK_PAIRS = 3      # pairs behind each paper's ensemble speed-up (deora2023: about 1 min a pair)
 
@@ -151,7 +152,7 @@ def ensemble_speedup_quick(quick_cells: dict[str, dict]) -> dict[str, float]:
     return found
 
 
-def ensemble_update_us(seeds=(1, 8), updates: int = BENCH_STEPS, rounds: int = 5) -> dict[str, float]:
+def ensemble_update_us(seeds=(1, 8), updates: int = BENCH_STEPS, rounds: int = ROUNDS) -> dict[str, float]:
     """Microseconds per update of the ensemble8 cell inside a bare training loop, with 1 and 8
     seeds: drawing fresh prompts every update, as training does, and reusing one fixed batch;
     the difference is the draw. Parts timed apart do not add up to the loop's update, so only
@@ -280,11 +281,11 @@ def pipeline_seconds(workdir: Path) -> dict[str, float]:
     found = {}
     for cores in (2, 1):
         with tempfile.TemporaryDirectory() as tmp:
-            copy = copy_workflow(workdir, Path(tmp))
+            workflow = copy_workflow(workdir, Path(tmp))
             start = time.perf_counter()
-            snakemake(copy, "--cores", str(cores))
+            snakemake(workflow, "--cores", str(cores))
             found[f"quick_pipeline_s_cores{cores}"] = wall = time.perf_counter() - start
-            found[f"cores_busy_cores{cores}"] = job_seconds(copy / "results") / (cores * wall)
+            found[f"cores_busy_cores{cores}"] = job_seconds(workflow / "results") / (cores * wall)
     found["cores1_over_cores2"] = found["quick_pipeline_s_cores1"] / found["quick_pipeline_s_cores2"]
     return found
 
