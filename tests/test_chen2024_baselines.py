@@ -22,6 +22,11 @@ def problem(n=12, d=6, prompts=5, seed=0):
     return x, y
 
 
+def tune_and_test(task: tasks.Task, prompts: int) -> tuple[dict, dict]:
+    """A tuning set and a test set of `task`, drawn with seeds 1 and 2."""
+    return tuple(tasks.sample(task, prompts, torch.Generator().manual_seed(seed)) for seed in (1, 2))
+
+
 def gd_path(x, y, eta, T):
     """(T, N, d): GD's iterates from 0, straight from the update rule."""
     w, iterates = torch.zeros(x.shape[0], x.shape[-1], dtype=x.dtype), []
@@ -159,7 +164,7 @@ def test_probe_overlay_runs_a_step_per_layer_tuned_on_the_first_set():
     the best of the grid on the first (probe-training) set, the risk is that of the second."""
     n, etas = 10, [0.05, 0.2, 1.0]
     task = tasks.Task(d=6, s=2, n=n, sigma=0.1)
-    tune, test = (tasks.sample(task, 300, torch.Generator().manual_seed(seed)) for seed in (1, 2))
+    tune, test = tune_and_test(task, 300)
 
     def risk(prompts, preprocess, eta, steps):
         x, y, x_q = prompts["x"][:, :n].double(), prompts["y"][:, :n].double(), prompts["x"][:, n].double()
@@ -184,7 +189,7 @@ def test_pto_beats_tuned_gd_and_ridge_with_one_nonzero_coordinate():
     sets). Without the preprocessing the ratio would be about 1."""
     n = 12
     task = tasks.Task(d=8, s=1, n=n, sigma=0.1)
-    sets = tuple(tasks.sample(task, 500, torch.Generator().manual_seed(seed)) for seed in (1, 2))
+    sets = tune_and_test(task, 500)
     grids = {"eta": [0.1, 0.5, 1.0], "steps": 300, "ridge_lambda": [1e-3, 1e-2, 1e-1, 1.0],
              "lasso_alpha": [0.01], "lasso_steps": 20}
     risk = {row["method"]: row["excess_risk"]
