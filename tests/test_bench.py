@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from iclrepro import bench, config, plan
+from iclrepro.training import core
 
 
 def test_synthetic_config_plans_ten_thousand_cells(root, tmp_path):
@@ -52,7 +54,7 @@ def test_the_update_breakdown_times_whole_loops_with_a_fresh_draw_and_with_a_fix
         return objective
 
     monkeypatch.setattr(bench, "objective_of", counting_objective)
-    us = bench.ensemble_update_us(updates=3, rounds=2)
+    us = bench.ensemble_update_us("cpu", updates=3, rounds=2)
     assert sorted(us) == sorted(f"S={S} {part}" for S in (1, 8) for part in ("update", "fixed batch", "draw"))
     assert all(us[f"S={S} draw"] == us[f"S={S} update"] - us[f"S={S} fixed batch"] for S in (1, 8))
     # per seed count: the fixed batch once, then fresh prompts for each of 3 updates x 2 rounds
@@ -106,3 +108,30 @@ def test_a_ratio_is_the_median_over_pairs_timed_back_to_back(monkeypatch):
     ratio = bench.median_ratio(lambda: calls.append("a"), lambda: calls.append("b"), pairs=3)
     assert calls == ["a", "b"] * 3
     assert ratio == 2.0
+
+
+def test_the_accelerator_reaches_every_trained_model(root, monkeypatch):
+    """--accelerator cuda: the quick cells and the cui2024 cells are specified, built and fitted on it."""
+    built, fitted = [], []
+    monkeypatch.setattr(bench, "objective_of", lambda spec: built.append(spec["device"]))
+    monkeypatch.setattr(core, "fit", lambda *args: fitted.append(args[4]))
+    bench.lightning_run(bench.cui2024_spec(8, [0, 1], accelerator="cuda"))()
+    assert built == fitted == ["cuda"]
+    devices = {paper: bench.accelerator_of(spec) for paper, spec in bench.largest_quick_cells(root, "cuda").items()}
+    assert devices == {"cui2024": "cuda", "zhang2026": "cuda", "deora2023": "cuda", "chen2024": "cuda",
+                       "fu2023": "cpu"}  # closed-form fits, on the CPU whatever the config says
+
+
+def test_without_a_gpu_a_cuda_bench_stops_before_measuring(root, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(bench, "largest_quick_cells", lambda *args: pytest.fail("measured without a GPU"))
+    with pytest.raises(core.AcceleratorError, match="no CUDA device"):
+        bench.training_figures(root, "cuda")
+
+
+def test_a_timed_run_waits_for_the_gpus_work(monkeypatch):
+    events = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: events.append("synchronize"))
+    bench.seconds(lambda: events.append("run"))
+    assert events == ["run", "synchronize"]

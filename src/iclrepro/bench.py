@@ -15,6 +15,8 @@
   the cores were in each (summed job time over cores x wall time);
 * with --kills N: the smoke pipeline SIGKILLed N times at random moments, each time
   resumed and compared, bitwise, with an uninterrupted run (results lost or corrupted).
+With --accelerator cuda the training figures (all but the dry run, peak RSS and the
+pipeline) are measured on the GPU, each timed run ending when the GPU's work has.
 The JSON's machine record also says whether SLURM's client is installed without a
 controller (every Snakemake start then waits about 9 s, which the dry run would include;
 the table says so). Rates take the best of a few repeats. A ratio is the median over
@@ -59,18 +61,23 @@ PAIRS = 7            # pairs of runs behind each issue-level ratio
 QUICK_PAIRS = 3      # pairs behind each paper's ensemble speed-up (deora2023: about 1 min a pair)
 
 
-def cui2024_spec(H: int, seeds: list[int], steps: int = BENCH_STEPS) -> dict:
+def cui2024_spec(H: int, seeds: list[int], steps: int = BENCH_STEPS, accelerator: str = "cpu") -> dict:
     """A quick-scale cui2024 cell (d = 5, D = 80, batch 128) with H heads, p = 8 per head."""
     return {"paper": "cui2024", "scenario": {"d": 5, "W": 1.0, "sigma2": 0.0}, "D": 80,
             "model": {"param": "full", "H": H, "p": 8 * H, "init_std": 0.01, "init": "identity",
                       "identity_eps": 0.05},
-            "seeds": seeds, "test": "0" * 16, "device": "cpu",
+            "seeds": seeds, "test": "0" * 16, "device": accelerator,
             "training": {"batch": 128, "optimisation": {"steps": steps, "lr": 0.003, "decay_fraction": 0.2}}}
+
+
+def accelerator_of(spec: dict) -> str:
+    """Where a cell trains; fu2023's cells name none: their closed-form fits run on the CPU."""
+    return spec.get("device", "cpu")
 
 
 def objective_of(spec: dict) -> core.Objective:
     module, _, name = REGISTRY[spec["paper"]].objective.partition(":")
-    return getattr(importlib.import_module(module), name)(spec, torch.device(spec.get("device", "cpu")))
+    return getattr(importlib.import_module(module), name)(spec, core.device_of(accelerator_of(spec)))
 
 
 def optimisation_of(spec: dict, steps: int | None = None) -> core.Optimisation:
@@ -83,6 +90,8 @@ def optimisation_of(spec: dict, steps: int | None = None) -> core.Optimisation:
 def seconds(run) -> float:
     start = time.perf_counter()
     run()
+    if torch.cuda.is_initialized():  # CUDA kernels run asynchronously: count them to their end
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
@@ -98,7 +107,8 @@ def median_ratio(first, second, pairs: int = PAIRS) -> float:
 
 
 def lightning_run(spec: dict, steps: int | None = None):
-    return lambda: core.fit(objective_of(spec), optimisation_of(spec, steps), "bench", len(spec["seeds"]))
+    return lambda: core.fit(objective_of(spec), optimisation_of(spec, steps), "bench", len(spec["seeds"]),
+                            accelerator_of(spec))
 
 
 def bare_run(spec: dict, steps: int | None = None):
@@ -125,9 +135,10 @@ def lightning_over_bare(spec: dict, steps: int | None = None) -> float:
     return median_ratio(bare_run(spec, steps), lightning_run(spec, steps))
 
 
-def lightning_over_bare_figures(quick_cells: dict[str, dict]) -> dict[str, float]:
+def lightning_over_bare_figures(quick_cells: dict[str, dict], accelerator: str) -> dict[str, float]:
     """cui2024's quick model with H = 1 and 8 (issue 8), and chen2024's largest quick cell (issue 3)."""
-    figures = {f"cui2024 H={H}": lightning_over_bare(cui2024_spec(H, [0])) for H in (1, 8)}
+    figures = {f"cui2024 H={H}": lightning_over_bare(cui2024_spec(H, [0], accelerator=accelerator))
+               for H in (1, 8)}
     if "chen2024" in quick_cells:
         figures["chen2024"] = lightning_over_bare(quick_cells["chen2024"], RATIO_STEPS)
     return figures
@@ -139,8 +150,8 @@ def ensemble_speedup(spec: dict, steps: int | None = None, pairs: int = PAIRS) -
     return median_ratio(lambda: [run() for run in alone], lightning_run(spec, steps), pairs)
 
 
-def ensemble8_speedup() -> float:
-    return ensemble_speedup(cui2024_spec(1, list(range(8))))
+def ensemble8_speedup(accelerator: str) -> float:
+    return ensemble_speedup(cui2024_spec(1, list(range(8)), accelerator=accelerator))
 
 
 def ensemble_speedup_quick(quick_cells: dict[str, dict]) -> dict[str, float]:
@@ -152,12 +163,13 @@ def ensemble_speedup_quick(quick_cells: dict[str, dict]) -> dict[str, float]:
     return found
 
 
-def ensemble_update_us(seeds=(1, 8), updates: int = BENCH_STEPS, rounds: int = ROUNDS) -> dict[str, float]:
+def ensemble_update_us(accelerator: str, seeds=(1, 8), updates: int = BENCH_STEPS,
+                       rounds: int = ROUNDS) -> dict[str, float]:
     """Microseconds per update of the ensemble8 cell inside a bare training loop, with 1 and 8
     seeds: drawing fresh prompts every update, as training does, and reusing one fixed batch;
     the difference is the draw. Parts timed apart do not add up to the loop's update, so only
     whole loops are timed: each configuration's median over `rounds` interleaved runs."""
-    loops = {(S, fixed): bare_update_loop(S, fixed, updates) for S in seeds for fixed in (False, True)}
+    loops = {(S, fixed): bare_update_loop(S, fixed, updates, accelerator) for S in seeds for fixed in (False, True)}
     times = {key: [] for key in loops}
     for _ in range(rounds):
         for key, loop in loops.items():
@@ -170,8 +182,8 @@ def ensemble_update_us(seeds=(1, 8), updates: int = BENCH_STEPS, rounds: int = R
     return figures
 
 
-def bare_update_loop(seeds: int, fixed_batch: bool, updates: int):
-    spec = cui2024_spec(1, list(range(seeds)), updates)
+def bare_update_loop(seeds: int, fixed_batch: bool, updates: int, accelerator: str):
+    spec = cui2024_spec(1, list(range(seeds)), updates, accelerator)
     objective = objective_of(spec)
     next_batch = itertools.repeat(objective.draw()).__next__ if fixed_batch else objective.draw
     return lambda: bare_loop(objective, optimisation_of(spec), next_batch)
@@ -184,9 +196,9 @@ def ensemble8_ceiling(update_us: dict[str, float]) -> float:
     return 8 * update_us["S=1 update"] / (update_us["S=8 draw"] + update_us["S=1 fixed batch"])
 
 
-def largest_quick_cells(workdir: Path) -> dict[str, dict]:
+def largest_quick_cells(workdir: Path, accelerator: str) -> dict[str, dict]:
     """Per configured paper, the spec of its quick-scale cell with the largest estimated runtime."""
-    resolved = config.load(workdir / "config.yaml", {"scale": "quick"}, workdir)
+    resolved = config.load(workdir / "config.yaml", {"scale": "quick", "accelerator": accelerator}, workdir)
     found = {}
     for paper in resolved["papers"]:
         planner = importlib.import_module(REGISTRY[paper].planner)
@@ -324,21 +336,36 @@ def kill_and_resume(workdir: Path, kills: int, seed: int = 0) -> dict[str, int]:
     return {"kills": kills, "kills_lost_or_corrupted": damaged}
 
 
-def run(workdir: Path, results: Path, pipeline: bool, kills: int) -> dict:
-    core.configure_threads(1)
-    seconds, cells = dryrun_seconds(workdir)
-    quick_cells = largest_quick_cells(workdir)
-    update_us = ensemble_update_us()
-    figures = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "slurm_client_without_controller": slurm_without_controller()},
-        "lightning_over_bare": lightning_over_bare_figures(quick_cells),
-        "ensemble8_speedup": ensemble8_speedup(),
+def machine(accelerator: str) -> dict:
+    record = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+              "cpus": os.cpu_count(), "torch": torch.__version__, "accelerator": accelerator,
+              "slurm_client_without_controller": slurm_without_controller()}
+    if accelerator == "cuda":
+        record["gpu"] = torch.cuda.get_device_name()
+    return record
+
+
+def training_figures(workdir: Path, accelerator: str) -> dict:
+    """The figures that train models, measured on `accelerator` (cpu or cuda)."""
+    core.device_of(accelerator)  # a missing GPU stops the run before any measurement
+    quick_cells = largest_quick_cells(workdir, accelerator)
+    update_us = ensemble_update_us(accelerator)
+    return {
+        "machine": machine(accelerator),
+        "lightning_over_bare": lightning_over_bare_figures(quick_cells, accelerator),
+        "ensemble8_speedup": ensemble8_speedup(accelerator),
         "ensemble8_ceiling": ensemble8_ceiling(update_us),
         "ensemble_update_us": update_us,
         "ensemble_speedup_quick": ensemble_speedup_quick(quick_cells),
         "steps_per_s": steps_per_s(quick_cells),
+    }
+
+
+def run(workdir: Path, results: Path, pipeline: bool, kills: int, accelerator: str = "cpu") -> dict:
+    core.configure_threads(1)
+    figures = training_figures(workdir, accelerator)
+    seconds, cells = dryrun_seconds(workdir)
+    figures |= {
         "dryrun_s_10k_cells": seconds, "dryrun_cells": cells,
         "peak_rss_mb": peak_rss_mb(results),
     }

@@ -76,7 +76,7 @@ def _gc(args) -> None:
 def _bench(args) -> None:
     from iclrepro import bench, store
 
-    figures = bench.run(Path(args.workdir), Path(args.results), args.pipeline, args.kills)
+    figures = bench.run(Path(args.workdir), Path(args.results), args.pipeline, args.kills, args.accelerator)
     print(bench.table(figures))
     store.write_json(figures, args.out)
 
@@ -124,6 +124,8 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--kills", type=int, default=0, metavar="N",
                        help="also kill the smoke pipeline N times at random moments and check each resumed "
                             "run against a whole one (slow: about a smoke run each)")
+    bench.add_argument("--accelerator", choices=["cpu", "cuda"], default="cpu",
+                       help="where the training figures are measured (cuda: on the GPU)")
     bench.set_defaults(func=_bench)
 
     predict = sub.add_parser("predict", help="run a trained cell on prompts: one column per seed")
