@@ -29,6 +29,12 @@ def test_table_says_when_a_slurm_client_without_controller_slowed_every_snakemak
     assert bench.table(figures).splitlines()[2:] == ["| dryrun_s_10k_cells | 13.1 |", "", bench.SLURM_WAIT_NOTE]
 
 
+def test_table_names_the_gpu_when_the_training_figures_ran_on_one():
+    figures = {"machine": {"accelerator": "cuda", "gpu": "NVIDIA H200"}, "ensemble8_speedup": 6.41}
+    assert bench.table(figures).splitlines()[2:] == [
+        "| ensemble8_speedup | 6.41 |", "", "Training figures measured on the GPU: NVIDIA H200."]
+
+
 @pytest.mark.parametrize("ping_status, waits", [(0, False), (1, True)])
 def test_a_slurm_client_whose_ping_fails_has_no_controller(tmp_path, monkeypatch, ping_status, waits):
     scontrol = tmp_path / "scontrol"

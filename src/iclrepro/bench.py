@@ -383,6 +383,15 @@ def table(figures: dict) -> str:
             lines += [f"| {key} {sub} | {v:.3g} |" for sub, v in value.items()]
         elif key != "machine":
             lines.append(f"| {key} | {value:.3g} |")
-    if figures.get("machine", {}).get("slurm_client_without_controller"):
-        lines += ["", SLURM_WAIT_NOTE]
-    return "\n".join(lines)
+    return "\n".join(lines + machine_notes(figures.get("machine", {})))
+
+
+def machine_notes(record: dict) -> list[str]:
+    """Lines under the table that a reader needs to compare its figures with another run's."""
+    notes = []
+    if record.get("accelerator") == "cuda":
+        # the GPU changes the training figures by several times, so the table must say it
+        notes.append(f"Training figures measured on the GPU: {record['gpu']}.")
+    if record.get("slurm_client_without_controller"):
+        notes.append(SLURM_WAIT_NOTE)
+    return [""] + notes if notes else []
