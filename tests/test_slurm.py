@@ -24,10 +24,15 @@ pytestmark = pytest.mark.e2e
 START = Path(__file__).parent / "slurm" / "start_cluster.sh"
 FOREIGN_CONFIG = 4  # start_cluster.sh's exit status when /etc/slurm/slurm.conf is another installation's
 # On a 2-core test node: look at job states often (the plugin waits 40 s by default),
-# and give each cell batch its own SLURM job so that both cores are used.
+# and give each cell batch its own SLURM job so that both cores are used (the option
+# replaces the profile's group-components, so it repeats the profile's other values).
+# `--cores 1` restores the profile's value over the helper's 2: a group asks SLURM for
+# --cores cores, and a two-core group job would run its members one at a time on one core
+# while no other job could start beside it.
 # successful jobs' logs are kept (the plugin deletes them by default) to check one per job
-TEST_SETTINGS = ("--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2",
-                 "--slurm-keep-successful-logs", "--group-components", "cells=1", "small=25")
+TEST_SETTINGS = ("--cores", "1", "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2",
+                 "--slurm-keep-successful-logs", "--group-components", "cells=1", "theory=5",
+                 "figures=5")
 
 
 def why_no_slurm() -> str | None:
@@ -59,6 +64,9 @@ def test_smoke_of_every_paper_through_slurm_equals_the_local_run(slurm_cluster, 
     for job_id in job_ids:  # each is a job SLURM knows and ran to completion
         state = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
         assert "JobState=COMPLETED" in state, state
-    assert len(list((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))) >= len(job_ids)
+    slurm_logs = workdir / ".snakemake" / "slurm_logs"
+    assert len(list(slurm_logs.rglob("*.log"))) >= len(job_ids)
+    # the figures are drawn in several jobs side by side, not all in one job in turn
+    assert len(list(slurm_logs.glob("group_figures*/*.log"))) > 1
 
     assert integrity.result_differences(smoke_run / "results", workdir / "results") == []

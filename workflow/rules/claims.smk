@@ -1,3 +1,10 @@
+# Verdicts only read the tidy tables (a few seconds each): on a cluster they run on the
+# submitting host, where a SLURM job each would wait longer in the queue than it runs.
+localrules:
+    claims,
+    claims_table,
+
+
 rule claims:
     input:
         upstream("claims"),
