@@ -15,24 +15,27 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import SMOKE, copy_workflow, snakemake
+from conftest import ROOT, SMOKE, copy_workflow, snakemake
 from iclrepro import integrity
 
 pytestmark = pytest.mark.e2e
 
 START = Path(__file__).parent / "slurm" / "start_cluster.sh"
 FOREIGN_CONFIG = 4  # start_cluster.sh's exit status when /etc/slurm/slurm.conf is another installation's
+PROFILE = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
 # On a 2-core test node: look at job states often (the plugin waits 40 s by default),
 # and give each cell batch its own SLURM job so that both cores are used (the option
-# replaces the profile's group-components, so it repeats the profile's other values).
-# `--cores 1` restores the profile's value over the helper's 2: a group asks SLURM for
-# --cores cores, and a two-core group job would run its members one at a time on one core
-# while no other job could start beside it.
+# replaces the profile's group-components, so the profile's other values are passed on).
+# The profile's `cores` is passed over the helper's --cores 2: a group job asks SLURM for
+# as many cores as its members could use at once, up to --cores, and a two-core group job
+# would run its members one at a time on one core while no other job could start beside it.
 # successful jobs' logs are kept (the plugin deletes them by default) to check one per job
-TEST_SETTINGS = ("--cores", "1", "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2",
-                 "--slurm-keep-successful-logs", "--group-components", "cells=1", "theory=5",
-                 "figures=5")
+GROUP_COMPONENTS = {**PROFILE["group-components"], "cells": 1}
+TEST_SETTINGS = ("--cores", str(PROFILE["cores"]), "--slurm-no-account",
+                 "--slurm-init-seconds-before-status-checks", "2", "--slurm-keep-successful-logs",
+                 "--group-components", *(f"{group}={n}" for group, n in GROUP_COMPONENTS.items()))
 
 
 def why_no_slurm() -> str | None:
