@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iclrepro import bench, config, plan
+from iclrepro import accelerator, bench, config, plan
 from iclrepro.training import core
 
 
@@ -131,7 +131,7 @@ def test_the_accelerator_reaches_every_trained_model(root, monkeypatch):
 def test_without_a_gpu_a_cuda_bench_stops_before_measuring(root, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(bench, "largest_quick_cells", lambda *args: pytest.fail("measured without a GPU"))
-    with pytest.raises(core.AcceleratorError, match="no CUDA device"):
+    with pytest.raises(accelerator.AcceleratorError, match="no CUDA device"):
         bench.training_figures(root, "cuda")
 
 

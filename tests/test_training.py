@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from iclrepro import store
+from iclrepro import accelerator, store
 from iclrepro.training import core
 from iclrepro.training import cui2024 as training
 
@@ -189,9 +189,9 @@ def test_a_cuda_accelerator_without_a_cuda_device_is_a_clear_error(monkeypatch):
     """Not torch's message about a missing ATen_cuda library, from deep inside the objective."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     message = r"accelerator 'cuda' \(config.yaml\).*no CUDA device.*accelerator: cpu"
-    with pytest.raises(core.AcceleratorError, match=message):
-        core.device_of("cuda")
-    assert core.device_of("cpu") == torch.device("cpu")
+    with pytest.raises(accelerator.AcceleratorError, match=message):
+        accelerator.device_of("cuda")
+    assert accelerator.device_of("cpu") == torch.device("cpu")
 
 
 class Interrupted(RuntimeError):

@@ -47,6 +47,7 @@ import torch
 import yaml
 
 from iclrepro import config, integrity, plan
+from iclrepro.accelerator import device_of
 from iclrepro.papers import REGISTRY
 from iclrepro.training import core
 from iclrepro.workspace import copy_workflow
@@ -77,7 +78,7 @@ def accelerator_of(spec: dict) -> str:
 
 def objective_of(spec: dict) -> core.Objective:
     module, _, name = REGISTRY[spec["paper"]].objective.partition(":")
-    return getattr(importlib.import_module(module), name)(spec, core.device_of(accelerator_of(spec)))
+    return getattr(importlib.import_module(module), name)(spec, device_of(accelerator_of(spec)))
 
 
 def optimisation_of(spec: dict, steps: int | None = None) -> core.Optimisation:
@@ -347,7 +348,7 @@ def machine(accelerator: str) -> dict:
 
 def training_figures(workdir: Path, accelerator: str) -> dict:
     """The figures that train models, measured on `accelerator` (cpu or cuda)."""
-    core.device_of(accelerator)  # a missing GPU stops the run before any measurement
+    device_of(accelerator)  # a missing GPU stops the run before any measurement
     quick_cells = largest_quick_cells(workdir, accelerator)
     update_us = ensemble_update_us(accelerator)
     return {

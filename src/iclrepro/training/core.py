@@ -29,6 +29,7 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import nn
 
 from iclrepro import store, streams
+from iclrepro.accelerator import device_of
 from iclrepro.errors import IclreproError
 from iclrepro.training import schedule
 
@@ -38,10 +39,6 @@ PROGRESS_SECONDS = 30.0  # wall time between progress lines in a long cell's log
 
 class DivergenceError(IclreproError, RuntimeError):
     """A training loss became NaN or infinite."""
-
-
-class AcceleratorError(IclreproError, RuntimeError):
-    """The configured accelerator cannot run on the machine of the training job."""
 
 
 def init_ensemble(factory: Callable[[int], nn.Module], seeds: list[int]) -> nn.Module:
@@ -361,18 +358,6 @@ def fit(objective: Objective, optimisation: Optimisation, cell_id: str, seeds: i
             plugins=[LightningEnvironment()])
         trainer.fit(module, train_dataloaders=chunks)
     return Fitted(module.losses.cpu().double().numpy(), module.traces, module.snapshots)
-
-
-def device_of(accelerator: str) -> torch.device:
-    """The torch device of a cell's accelerator. Checked in the training job, not when
-    planning: on a cluster the plan is made on a login node without a GPU."""
-    if accelerator == "cpu":  # the config schema allows cpu and cuda
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise AcceleratorError(
-            f"accelerator {accelerator!r} (config.yaml), but torch {torch.__version__} finds no CUDA device "
-            "here: run on a GPU machine with a CUDA build of torch, or set accelerator: cpu")
-    return torch.device("cuda")
 
 
 # ---------------------------------------------------------------------------
