@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from iclrepro import accelerator, store
 from iclrepro.evaluation import chen2024 as evaluation
 from iclrepro.models import chen2024 as models
 from iclrepro.tasks import chen2024 as tasks
@@ -117,3 +118,15 @@ def test_evaluation_in_chunks_equals_one_pass():
     assert torch.allclose(evaluation.chunked(trained, z, chunk=4), whole, atol=1e-6)
     for chunks, one_pass in zip(evaluation.chunked(trained.hidden, z, chunk=4), states, strict=True):
         assert chunks.shape == one_pass.shape and torch.allclose(chunks, one_pass, atol=1e-6)
+    # a pass holds as many (prompt, seed) rows whatever the seeds: 512 on a CPU
+    assert [evaluation.prompts_per_pass(model(seeds=S), z) for S in (1, 16)] == [512, 32]
+
+
+@pytest.mark.parametrize("table", [evaluation.importance, evaluation.probing])
+def test_evaluating_on_a_missing_gpu_is_a_clear_error(table, monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    spec = {"cell": "0" * 16, "data": "0" * 16, "n": 4, "ridge": 1e-6, "eta": [0.1], "device": "cuda",
+            "variants": [{"L": 2, "sigma": 0.1, "full": "0" * 16, "single": "0" * 16, "data": "0" * 16,
+                          "probe": "0" * 16}]}
+    with pytest.raises(accelerator.AcceleratorError, match=r"accelerator 'cuda' \(config.yaml\).*no CUDA device"):
+        table(spec, store.Layout(str(tmp_path)))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 
-from conftest import plan_paper
+from conftest import copy_workflow, plan_paper, snakemake
 from iclrepro import config, plan
 from iclrepro.papers import chen2024 as planner
 
@@ -34,6 +35,22 @@ def test_paper_scale_runs_on_the_configured_accelerator(raw, schema):
                                                      accelerator="cuda"), schema))
     assert {cell.spec["device"] for cell in built.cells.values()} == {"cuda"}
     assert {cell.spec["model"]["attention"] for cell in built.cells.values()} == {"softmax"}
+    # the tables that run the trained models (masking, probing) run them there too
+    assert {built.get("tidy", f"chen2024/{name}").spec["device"] for name in ("importance", "depth_noise")} == {"cuda"}
+
+
+def test_gpu_jobs_ask_the_scheduler_for_a_gpu(tmp_path):
+    """With accelerator cuda, training and the tidies that run trained models request `gpu`
+    (SLURM's --gpus); the other jobs do not."""
+    dry_run = snakemake(copy_workflow(tmp_path), "-n", "--config", "scale=smoke", "papers=chen2024",
+                        "accelerator=cuda").stdout
+    asked = {}
+    for job in dry_run.split("\nrule ")[1:]:
+        found = re.search(r"gpu=(\d)", job)
+        name = re.search(r"name=(\w+)", job)
+        asked[(job.split(":")[0], name.group(1) if name else None)] = found and int(found.group(1))
+    assert {job for job, gpus in asked.items() if gpus} == {("train", None), ("tidy", "importance"),
+                                                         ("tidy", "depth_noise")}
 
 
 def test_cells_train_with_the_configured_weight_decay(raw, schema):

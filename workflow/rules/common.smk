@@ -44,6 +44,11 @@ def batch_members(wildcards):
     return PLAN.batches[wildcards.batch].payloads()
 
 
+def evaluation_gpus(wildcards):
+    """Resources function: 1 for a tidy job that runs trained models on a GPU (its spec's device)."""
+    return int(node("tidy", wildcards).spec.get("device") == "cuda")
+
+
 def batch_resources(key, combine):
     """Resources function: the cells' estimates (from their paper), combined."""
 

@@ -11,6 +11,8 @@ rule tidy:
         node=payload("tidy"),
         results=results_root(levels=3),
         arguments=lambda wildcards, output: {"out": output[0]},
+    resources:
+        gpu=evaluation_gpus,  # SLURM: --gpus=1 where trained models are evaluated on a GPU
     conda:
         ENV
     benchmark:

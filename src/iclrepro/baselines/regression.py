@@ -14,7 +14,7 @@ def ridge_weights(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
     """argmin ||Xw - y||^2 + lam ||w||^2 per prompt; lam = 0 gives the minimum-norm solution."""
     if lam == 0:
         return (torch.linalg.pinv(x) @ y.unsqueeze(-1)).squeeze(-1)
-    gram = x.transpose(-1, -2) @ x + lam * torch.eye(x.shape[-1], dtype=x.dtype)
+    gram = x.transpose(-1, -2) @ x + lam * torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
     return torch.linalg.solve(gram, (x.transpose(-1, -2) @ y.unsqueeze(-1))).squeeze(-1)
 
 

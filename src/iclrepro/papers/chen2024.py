@@ -95,7 +95,8 @@ class Planner:
                              "data": test.id, "probe": probe.id})
             inputs += [full, single, test, probe]
         spec = {"variants": variants, "n": self.block["analysis_n"], "ridge": self.block["probe_ridge"],
-                "eta": self.block["figures"]["algorithms"]["eta"]}   # the GD / PtO steps drawn beside the probes
+                "eta": self.block["figures"]["algorithms"]["eta"],   # the GD / PtO steps drawn beside the probes
+                "device": self.accelerator}                          # where the models run
         return self.tidy("depth_noise", "probing", spec, inputs)
 
     def algorithms(self, main: plan.Node) -> plan.Node:
@@ -138,7 +139,8 @@ class Planner:
                                    {"cells": [{"H": H, "cell": node.id} for H, node in by_heads.items()]},
                                    by_heads.values()),
             "importance": self.tidy("importance", "importance", {"cell": main.id, "data": test.id,
-                                                                 "n": b["analysis_n"]}, [main, test]),
+                                                                 "n": b["analysis_n"], "device": self.accelerator},
+                                    [main, test]),
             "prune_probe": self.tidy("prune_probe", "main_variant", {"table": "depth_noise", "L": L, "sigma": sigma},
                                      [depth_noise, main, by_heads[1]]),   # the cells: the figure's provenance
             "depth_noise": depth_noise,
