@@ -44,9 +44,20 @@ def batch_members(wildcards):
     return PLAN.batches[wildcards.batch].payloads()
 
 
+def gpus(specs):
+    """1 if any of the nodes runs on a GPU (its spec's device), else 0: SLURM's --gpus."""
+    return int(any(spec.get("device") == "cuda" for spec in specs))
+
+
+def batch_gpus(wildcards):
+    """Resources function: a training job asks for a GPU if its cells train on one (fu2023's
+    closed-form fits name no device: they run on the CPU)."""
+    return gpus(member.spec for member in PLAN.batches[wildcards.batch].members)
+
+
 def evaluation_gpus(wildcards):
-    """Resources function: 1 for a tidy job that runs trained models on a GPU (its spec's device)."""
-    return int(node("tidy", wildcards).spec.get("device") == "cuda")
+    """Resources function: a tidy job asks for a GPU if it runs trained models on one."""
+    return gpus([node("tidy", wildcards).spec])
 
 
 def batch_resources(key, combine):

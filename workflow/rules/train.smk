@@ -14,7 +14,7 @@ rule train:
     resources:
         mem_mb=batch_resources("mem_mb", max),
         runtime=batch_resources("runtime", sum),
-        gpu=1 if CONFIG["accelerator"] == "cuda" else 0,  # SLURM: --gpus=1 for CUDA training
+        gpu=batch_gpus,  # SLURM: --gpus=1 for CUDA training
     conda:
         ENV
     benchmark:
