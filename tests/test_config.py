@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from snakemake.cli import parse_config
 
 from iclrepro import config, plan
 
@@ -20,8 +21,9 @@ def check(raw, schema, edit):
     (lambda c: c.update(scale="huge"), r"config scale: 'huge' is not one of"),
     (lambda c: c.update(papers=["nope"]), r"config papers.0: 'nope' is not one of"),
     (lambda c: c.update(threads=0), r"config threads: 0 is less than the minimum"),
-    (lambda c: c["cui2024"]["training"].update(lr={"full": "1e-3", "reduced": 0.01}),
-     r"config cui2024.training.lr.full: '1e-3' is not of type 'number' \(YAML reads .* write 1.0e-3\)"),
+    (lambda c: c["cui2024"]["training"].update(lr={"full": "1e-3x", "reduced": 0.01}),
+     r"config cui2024.training.lr.full: '1e-3x' is not of type 'number'"),
+    (lambda c: c["chen2024"]["model"].update(mlp="ja"), r"config chen2024.model.mlp: 'ja' is not of type 'boolean'"),
     (lambda c: c["cui2024"]["training"].update(stpes=3), r"config cui2024.training: .*'stpes' was unexpected"),
     (lambda c: c["cui2024"]["scenarios"]["base"].update(d=-1), r"config cui2024.scenarios.base.d: -1 is less"),
     (lambda c: c["cui2024"]["figures"]["F1"].update(D=[]), r"config cui2024.figures.F1.D: \[\] should be non-empty"),
@@ -29,11 +31,24 @@ def check(raw, schema, edit):
      r"config cui2024.scenarios: '../evil' does not match"),
     (lambda c: c["cui2024"]["scales"]["smoke"]["training"].update(seeds=1.5),
      r"config cui2024.training.seeds \(scale smoke\): 1.5 is not of type 'integer'"),
+    (lambda c: c["cui2024"]["scales"]["smoke"]["training"].update(seeds="0"),
+     r"config cui2024.training.seeds \(scale smoke\): 0 is less than the minimum of 1"),
     (lambda c: c.update(results="../outside"), r"config results: '../outside' must be a relative path"),
 ])
 def test_mistakes_name_the_key(raw, schema, edit, message):
     with pytest.raises(config.ConfigError, match=message):
         check(raw, schema, edit)()
+
+
+def test_nested_command_line_values_are_typed(raw, schema):
+    """Snakemake's --config reads the values nested in key={...} as text (and PyYAML reads
+    1e-3 as text): where the schema wants a number or a boolean, they are read as one."""
+    overrides = parse_config(["chen2024={scales: {smoke: {training: {seeds: 3, lr: 2e-3}, model: {mlp: false}}}}"])
+    assert overrides["chen2024"]["scales"]["smoke"]["training"] == {"seeds": "3", "lr": "2e-3"}
+    resolved = config.check_and_resolve(config.deep_merge(dict(raw, scale="smoke"), overrides), schema)
+    training = resolved["chen2024"]["training"]
+    assert (training["seeds"], training["lr"], resolved["chen2024"]["model"]["mlp"]) == (3, 0.002, False)
+    assert type(training["seeds"]) is int and type(training["lr"]) is float
 
 
 def test_papers_accepts_a_comma_separated_string(raw, schema):

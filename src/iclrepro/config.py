@@ -19,6 +19,9 @@ from iclrepro.errors import IclreproError
 
 SCALES = ("smoke", "quick", "paper")
 SCHEMA_PATH = Path("workflow") / "schemas" / "config.schema.yaml"
+NUMBER_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+INTEGER_TEXT = re.compile(r"[-+]?\d+")
+BOOLEAN_TEXT = {"true": True, "false": False}
 
 
 class ConfigError(IclreproError, ValueError):
@@ -44,24 +47,13 @@ def _dotted(path) -> str:
     return ".".join(str(part) for part in path) or "(top level)"
 
 
-def _hint(error: jsonschema.ValidationError) -> str:
-    value = error.instance
-    if error.validator == "type" and isinstance(value, str):
-        try:
-            float(value)
-        except ValueError:
-            return ""
-        return " (YAML reads a number without a dot, like 1e-3, as text: write 1.0e-3)"
-    return ""
-
-
 def _raise_first(schema: dict, instance, prefix: tuple, where: str = "") -> None:
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
         error = jsonschema.exceptions.best_match(errors)
         path = _dotted(prefix + tuple(error.absolute_path))
-        raise ConfigError(f"config {path}{where}: {error.message}{_hint(error)}")
+        raise ConfigError(f"config {path}{where}: {error.message}")
 
 
 def normalise_papers(papers) -> list[str]:
@@ -83,7 +75,7 @@ def merged_block(block: dict, scale: str) -> dict:
 
 def validate(config: dict, schema: dict) -> None:
     """Check the whole config, every scale of every paper block included."""
-    config = dict(config, papers=normalise_papers(config.get("papers", [])))
+    config = coerce(dict(config, papers=normalise_papers(config.get("papers", []))), schema, schema)
     _raise_first(schema, config, ())
     for paper in config["papers"]:
         if paper not in config:
@@ -91,17 +83,32 @@ def validate(config: dict, schema: dict) -> None:
     for paper in schema["$defs"]["papers"]:
         block = config.get(paper)
         for scale in (block or {}).get("scales") or {}:
-            _raise_first(paper_schema(schema, paper), merged_block(block, scale), (paper,), f" (scale {scale})")
+            merged = coerce(merged_block(block, scale), paper_schema(schema, paper), schema)
+            _raise_first(paper_schema(schema, paper), merged, (paper,), f" (scale {scale})")
+
+
+def _typed_text(text: str, kind):
+    """The number or boolean that text spells where the schema wants one, else the text.
+    Snakemake's `--config key={...}` reads every value nested in the braces as text, and
+    PyYAML reads a number without a dot, like 1e-3, as text."""
+    if kind in ("integer", "number") and NUMBER_TEXT.fullmatch(text):
+        return int(text) if INTEGER_TEXT.fullmatch(text) else float(text)
+    if kind == "boolean":
+        return BOOLEAN_TEXT.get(text.lower(), text)
+    return text
 
 
 def coerce(value, schema: dict, root: dict):
-    """Give numbers the type the schema declares (YAML's 1 and 1.0 must hash alike)."""
+    """Give numbers and booleans the type the schema declares: YAML's 1 and 1.0 must hash
+    alike, and text that spells a number or a boolean (see _typed_text) is read as one."""
     while "$ref" in schema:
         rest = {key: item for key, item in schema.items() if key != "$ref"}
         schema = {**_follow(schema["$ref"], root), **rest}
     for part in schema.get("allOf", []):
         value = coerce(value, part, root)
     kind = schema.get("type")
+    if isinstance(value, str):
+        value = _typed_text(value, kind)
     if kind == "integer" and isinstance(value, float) and value.is_integer():
         return int(value)
     if kind == "number" and isinstance(value, int) and not isinstance(value, bool):
