@@ -105,6 +105,24 @@ def test_verify_passes_on_a_clean_store_and_names_damage(run_copy):
                           cwd=run_copy, env=dict(os.environ, PYTHONPATH=str(run_copy / "src"))).returncode == 1
 
 
+def test_a_deleted_cell_and_theory_table_are_made_again(smoke_run, run_copy):
+    """A damaged cell is deleted with its batch marker (verify names the marker), a theory
+    table on its own; a plain rerun makes both again, the cell bit for bit as before."""
+    results = run_copy / "results"
+    cell = next((results / "cells").iterdir())
+    shutil.rmtree(cell)
+    marker = next(p for p in (results / "batches").glob("train/*/*.json") if cell.name in p.read_text())
+    assert any(f"{marker}: member {cell.name} is missing; delete the marker" in p
+               for p in integrity.verify(str(results)).problems)
+    marker.unlink()
+    theory = next((results / "theory").glob("*/*.parquet"))
+    theory.unlink()
+    snakemake(run_copy, *SMOKE)
+    metrics = Path("cells", cell.name, "metrics.parquet")
+    assert pd.read_parquet(results / metrics).equals(pd.read_parquet(smoke_run / "results" / metrics))
+    assert theory.is_file() and integrity.verify(str(results)).problems == []
+
+
 def test_gc_deletes_only_what_no_plan_refers_to(run_copy):
     results = run_copy / "results"
     referenced = integrity.referenced_ids(run_copy / "config.yaml", run_copy)

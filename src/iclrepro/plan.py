@@ -207,11 +207,12 @@ class Plan:
         return list(dict.fromkeys(paths))
 
     def targets(self) -> list[str]:
-        """Every figure (png, pdf, provenance, tidy parquet) and claims file, and the claims table."""
-        paths = []
-        for node in self.nodes["draw"].values():
-            paths += self.layout.outputs(node) + self.input_paths(node.inputs)
-        paths += [self.layout.claims(node.paper) for node in self.nodes["claims"].values()]
+        """Every batch marker, theory and tidy table, figure (png, pdf, provenance) and claims
+        file, and the claims table: each is asked for, so one that was deleted is made again
+        (Snakemake does not remake a missing file whose consumers' outputs are present)."""
+        paths = [self.marker(batch) for batch in self.batches.values()]
+        for stage in ("theory", "tidy", "draw", "claims"):
+            paths += [path for node in self.nodes[stage].values() for path in self.layout.outputs(node)]
         return paths + [self.layout.claims_table("md"), self.layout.claims_table("html")]
 
 
