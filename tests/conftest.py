@@ -30,11 +30,14 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return result
 
 
+def cli_command(workdir: Path, *args: str) -> dict:
+    """Popen's arguments to run `iclrepro` from the workflow copy's own source."""
+    return {"args": [sys.executable, "-m", "iclrepro", *args], "cwd": workdir,
+            "env": dict(os.environ, PYTHONPATH=str(workdir / "src")), "text": True}
+
+
 def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run `iclrepro` from the workflow copy's own source."""
-    env = dict(os.environ, PYTHONPATH=str(workdir / "src"))
-    return subprocess.run([sys.executable, "-m", "iclrepro", *args], cwd=workdir, env=env,
-                          capture_output=True, text=True, check=True)
+    return subprocess.run(**cli_command(workdir, *args), capture_output=True, check=True)
 
 
 @pytest.fixture(scope="session")

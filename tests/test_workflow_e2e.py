@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections import Counter
 
 import pandas as pd
 import pytest
 
-from conftest import SMOKE, assert_figures_written, cli, smoke_plan, snakemake, written_claims
+from conftest import SMOKE, assert_figures_written, cli, cli_command, smoke_plan, snakemake, written_claims
 from iclrepro import store
 from iclrepro.papers.cui2024 import FIGURES
 
@@ -59,6 +60,14 @@ def test_cli_lists_cells_as_done(workdir):
     rows = [line.split("\t") for line in listing.stdout.splitlines()]
     assert len(rows) == len(smoke_plan(workdir, "cui2024").cells) and all(row[3] == "done" for row in rows)
     assert "cui2024: 24 cells: 24 done, 0 running, 0 failed, 0 interrupted, 0 pending" in listing.stderr
+
+
+def test_cli_into_a_closed_pipe_ends_without_a_traceback(workdir):
+    """`iclrepro cells | head`: here the reader closes the pipe before anything is written."""
+    listing = subprocess.Popen(**cli_command(workdir, "cells", "--scale", "smoke"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    listing.stdout.close()
+    assert listing.wait() == 1 and "Traceback" not in listing.stderr.read()
 
 
 def test_cli_predict_gives_one_column_per_seed(workdir, tmp_path):
