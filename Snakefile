@@ -25,6 +25,10 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/claims.smk"
 
 
+onstart:
+    workspace.ignore_in_git(RESULTS)
+
+
 rule all:
     default_target: True
     input:

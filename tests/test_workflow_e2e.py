@@ -42,6 +42,10 @@ def test_every_figure_and_claim_file_is_written(workdir):
     assert len(written_claims(workdir, "cui2024")) >= 8
 
 
+def test_the_run_keeps_its_results_out_of_git(workdir):
+    assert (workdir / "results" / ".gitignore").read_text().splitlines()[-1] == "*"
+
+
 def test_tidy_data_has_trained_theory_and_baseline_rows(workdir):
     f3 = pd.read_parquet(workdir / "results" / "figures" / "cui2024" / "F3.parquet")
     assert set(f3["source"]) == {"trained", "theory", "baseline"}

@@ -14,7 +14,7 @@ sys.path.insert(0, str(SRC))
 # (doubled braces: Snakemake formats the prefix like a shell command)
 shell.prefix("export PYTHONPATH=" + shlex.quote(str(SRC)) + "${{PYTHONPATH:+:$PYTHONPATH}}; ")
 
-from iclrepro import config as configuration, plan as planning, store  # noqa: E402
+from iclrepro import config as configuration, plan as planning, store, workspace  # noqa: E402
 from iclrepro.papers import REGISTRY  # noqa: E402
 
 try:
