@@ -1,4 +1,5 @@
-"""Cell status as `iclrepro cells` reports it; comparing two runs' results."""
+"""Cell status as `iclrepro cells` reports it; comparing two runs' results; a mistyped results
+directory."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import os
 import shutil
 
 import pandas as pd
+import pytest
 
-from iclrepro import integrity, store
+from iclrepro import cli, integrity, store
 
 
 def test_cell_status_from_files_and_log(tmp_path):
@@ -38,3 +40,9 @@ def test_result_differences_names_changed_and_missing_results(tmp_path):
     assert integrity.result_differences(expected, found) == [
         f"{found}/cells/a/metrics.parquet: differs from {expected}/cells/a/metrics.parquet",
         f"{found}/claims/p.parquet: missing"]
+
+
+@pytest.mark.parametrize("command", ["verify", "gc"])
+def test_a_mistyped_results_directory_is_an_error_not_an_empty_store(command, tmp_path, capsys):
+    assert cli.main([command, "--results", str(tmp_path / "reslts")]) == 2
+    assert "reslts: no results directory here" in capsys.readouterr().err

@@ -47,9 +47,15 @@ def _cells(args) -> None:
 
 
 def _results_dir(args) -> str:
+    """The results directory to look after: a mistyped one fails here, rather than passing as
+    a store with nothing in it."""
     from iclrepro import config
+    from iclrepro.errors import IclreproError
 
-    return args.results or config.check_results_dir(config.read(args.config).get("results", "results"))
+    results = args.results or config.check_results_dir(config.read(args.config).get("results", "results"))
+    if not Path(results).is_dir():
+        raise IclreproError(f"{results}: no results directory here (run snakemake first, or name it with --results)")
+    return results
 
 
 def _verify(args) -> int:
