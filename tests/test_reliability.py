@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import SMOKE, cli, copy_run, copy_workflow, snakemake
+from conftest import SMOKE, cli, cli_command, copy_run, copy_workflow, snakemake
 from iclrepro import batch, config, integrity, plan
 
 pytestmark = pytest.mark.e2e
@@ -101,8 +101,8 @@ def test_verify_passes_on_a_clean_store_and_names_damage(run_copy):
     problems = integrity.verify(str(results)).problems
     assert any(f"{metrics}: unreadable Parquet" in p for p in problems)
     assert any(f"{record}: its spec hashes to" in p for p in problems)
-    assert subprocess.run([sys.executable, "-m", "iclrepro", "verify", "--results", str(results)],
-                          cwd=run_copy, env=dict(os.environ, PYTHONPATH=str(run_copy / "src"))).returncode == 1
+    assert subprocess.run(**cli_command(run_copy, "verify", "--results", str(results)),
+                          capture_output=True).returncode == 1
 
 
 def test_a_deleted_cell_and_theory_table_are_made_again(smoke_run, run_copy):

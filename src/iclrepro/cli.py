@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from iclrepro.errors import IclreproError
 from iclrepro.papers import REGISTRY
 
 
@@ -50,7 +51,6 @@ def _results_dir(args) -> str:
     """The results directory to look after: a mistyped one fails here, rather than passing as
     a store with nothing in it."""
     from iclrepro import config
-    from iclrepro.errors import IclreproError
 
     results = args.results or config.check_results_dir(config.read(args.config).get("results", "results"))
     if not Path(results).is_dir():
@@ -144,8 +144,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from iclrepro.errors import IclreproError
-
     args = parser().parse_args(argv)
     try:
         status = args.func(args) or 0
