@@ -13,6 +13,7 @@ import pytest
 from conftest import plan_paper
 from iclrepro import config
 from iclrepro.papers import REGISTRY
+from iclrepro.plan import PlanError
 
 
 def imported_after(root, code: str, modules: tuple[str, ...]) -> list[str]:
@@ -52,6 +53,16 @@ def test_every_paper_plans_every_figure_and_its_claims_at_every_scale(raw, schem
     figures = importlib.import_module(REGISTRY[paper].planner).FIGURES
     assert sorted(built.nodes["draw"]) == sorted(f"{paper}/{name}" for name in figures)
     assert list(built.nodes["claims"]) == [f"{paper}/{paper}"]
+
+
+@pytest.mark.parametrize(("stage", "key", "message"), [
+    ("tidy", "cui2024/F9", "tidy 'cui2024/F9' is not planned .*: F1, F1b, F2, F3, F4, F5, F6, T1$"),
+    ("theory", "chen2024/base", r"none \(is chen2024 in papers\?\)"),
+])
+def test_a_target_outside_the_plan_names_what_is_planned(raw, schema, stage, key, message):
+    """`snakemake results/figures/cui2024/F9.png` (a typo) or a paper left out of `papers`."""
+    with pytest.raises(PlanError, match=message):
+        plan_paper(raw, schema, "cui2024", "smoke").get(stage, key)
 
 
 def batch_contents(plan) -> dict[str, set[str]]:

@@ -163,7 +163,15 @@ class Plan:
         return node.id if node.stage in CONTENT_ADDRESSED else f"{node.paper}/{node.name}"
 
     def get(self, stage: str, key: str) -> Node:
-        return self.nodes[stage][key]
+        """The planned node; a key outside the plan (a mistyped target) is a PlanError naming
+        what the paper does plan, rather than a bare KeyError."""
+        try:
+            return self.nodes[stage][key]
+        except KeyError:
+            paper = key.partition("/")[0]
+            planned = sorted(k.partition("/")[2] for k in self.nodes[stage] if k.startswith(f"{paper}/"))
+            raise PlanError(f"{stage} {key!r} is not planned by this config; {paper}'s {stage} nodes: "
+                            f"{', '.join(planned) or f'none (is {paper} in papers?)'}") from None
 
     @property
     def cells(self) -> dict[str, Node]:
