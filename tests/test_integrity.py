@@ -42,7 +42,7 @@ def test_result_differences_names_changed_and_missing_results(tmp_path):
         f"{found}/claims/p.parquet: missing"]
 
 
-@pytest.mark.parametrize("command", ["verify", "gc"])
+@pytest.mark.parametrize("command", ["cells", "verify", "gc"])
 def test_a_mistyped_results_directory_is_an_error_not_an_empty_store(command, tmp_path, capsys):
     assert cli.main([command, "--results", str(tmp_path / "reslts")]) == 2
     assert "reslts: no results directory here" in capsys.readouterr().err

@@ -66,6 +66,12 @@ def test_cli_lists_cells_as_done(workdir):
     assert "cui2024: 24 cells: 24 done, 0 running, 0 failed, 0 interrupted, 0 pending" in listing.stderr
 
 
+def test_cli_lists_the_cells_of_the_results_directory_it_is_given(workdir, tmp_path):
+    """After `snakemake --config results=DIR`, `iclrepro cells --results DIR` reads DIR."""
+    listing = cli(workdir, "cells", "--scale", "smoke", "--papers", "cui2024", "--results", str(tmp_path))
+    assert "cui2024: 24 cells: 0 done, 0 running, 0 failed, 0 interrupted, 24 pending" in listing.stderr
+
+
 def test_cli_into_a_closed_pipe_ends_without_a_traceback(workdir):
     """`iclrepro cells | head`: here the reader closes the pipe before anything is written."""
     listing = subprocess.Popen(**cli_command(workdir, "cells", "--scale", "smoke"),

@@ -31,7 +31,7 @@ def _cells(args) -> None:
 
     overrides = {key: value for key, value in (("scale", args.scale), ("papers", args.papers)) if value}
     resolved = config.load(args.config, overrides, Path(args.config).resolve().parent)
-    layout = store.Layout(resolved["results"])
+    layout = store.Layout(_results_dir(args) if args.results else resolved["results"])
     rows = []
     for node in plan.build(resolved).cells.values():
         if args.paper and node.paper != args.paper:
@@ -109,15 +109,13 @@ def parser() -> argparse.ArgumentParser:
     cells = sub.add_parser("cells", help="list planned cells: id, paper, settings, and done, running, failed, "
                                          "interrupted or pending")
     cells.add_argument("--paper", choices=sorted(REGISTRY))
-    cells.add_argument("--config", default="config.yaml")
     cells.add_argument("--scale", choices=("smoke", "quick", "paper"))
     cells.add_argument("--papers", help="comma-separated papers (default: the config's)")
-    cells.set_defaults(func=_cells)
 
     verify = sub.add_parser("verify", help="recompute every stored id and check the stored files")
     gc = sub.add_parser("gc", help="list (with --yes: delete) stored entries no plan of the config refers to")
     gc.add_argument("--yes", action="store_true", help="delete them")
-    for cmd, func in ((verify, _verify), (gc, _gc)):
+    for cmd, func in ((cells, _cells), (verify, _verify), (gc, _gc)):
         cmd.add_argument("--config", default="config.yaml")
         cmd.add_argument("--results", help="results directory (default: the config's)")
         cmd.set_defaults(func=func)
