@@ -1,15 +1,16 @@
 """Cell status as `iclrepro cells` reports it; comparing two runs' results; a mistyped results
-directory."""
+directory; `iclrepro --version`."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 
 import pandas as pd
 import pytest
 
-from iclrepro import cli, integrity, store
+from iclrepro import cli, integrity, provenance, store
 
 
 def test_cell_status_from_files_and_log(tmp_path):
@@ -46,3 +47,13 @@ def test_result_differences_names_changed_and_missing_results(tmp_path):
 def test_a_mistyped_results_directory_is_an_error_not_an_empty_store(command, tmp_path, capsys):
     assert cli.main([command, "--results", str(tmp_path / "reslts")]) == 2
     assert "reslts: no results directory here" in capsys.readouterr().err
+
+
+def test_version_names_the_package_the_checkout_and_the_stack(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    first, stack = capsys.readouterr().out.splitlines()
+    assert first.startswith(f"iclrepro {importlib.metadata.version('iclrepro')} (commit ")
+    assert provenance.git_state(os.path.dirname(cli.__file__))["commit"] in first
+    assert f"torch {importlib.metadata.version('torch')}" in stack

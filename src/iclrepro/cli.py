@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import os
 import sys
 from pathlib import Path
@@ -96,8 +97,26 @@ def _predict(args) -> None:
     getattr(importlib.import_module(module), function)(args.cell_dir, args.prompts, args.out)
 
 
+class _PrintVersion(argparse.Action):
+    """`iclrepro --version`: what a bug report needs. Computed only when asked, since it runs git."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the versions of iclrepro, its checkout "
+                                                             "and its stack, and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from iclrepro import provenance
+
+        git = provenance.git_state(Path(__file__).parent)
+        changes = {True: ", with local changes", False: "", None: ""}[git["dirty"]]
+        stack = ", ".join(f"{name} {version}" for name, version in provenance.versions().items())
+        print(f"iclrepro {importlib.metadata.version('iclrepro')} (commit {git['commit']}{changes})\n{stack}")
+        parser.exit()
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="iclrepro", description=__doc__.splitlines()[0])
+    top.add_argument("--version", action=_PrintVersion)
     sub = top.add_subparsers(dest="command", required=True)
 
     table = sub.add_parser("claims-table", help="write the Markdown and HTML tables of all claim verdicts")
