@@ -49,11 +49,20 @@ def test_a_mistyped_results_directory_is_an_error_not_an_empty_store(command, tm
     assert "reslts: no results directory here" in capsys.readouterr().err
 
 
-def test_version_names_the_package_the_checkout_and_the_stack(capsys):
+def version_lines(capsys) -> list[str]:
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--version"])
     assert exit_.value.code == 0
-    first, stack = capsys.readouterr().out.splitlines()
+    return capsys.readouterr().out.splitlines()
+
+
+def test_version_names_the_package_the_checkout_and_the_stack(capsys):
+    first, stack = version_lines(capsys)
     assert first.startswith(f"iclrepro {importlib.metadata.version('iclrepro')} (commit ")
     assert provenance.git_state(os.path.dirname(cli.__file__))["commit"] in first
     assert f"torch {importlib.metadata.version('torch')}" in stack
+
+
+def test_version_of_an_install_outside_git_says_so(capsys, monkeypatch):
+    monkeypatch.setattr(provenance, "git_state", lambda directory: {"commit": "unknown", "dirty": None})
+    assert version_lines(capsys)[0] == f"iclrepro {importlib.metadata.version('iclrepro')} (not a git checkout)"

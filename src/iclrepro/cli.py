@@ -108,9 +108,10 @@ class _PrintVersion(argparse.Action):
         from iclrepro import provenance
 
         git = provenance.git_state(Path(__file__).parent)
-        changes = {True: ", with local changes", False: "", None: ""}[git["dirty"]]
+        checkout = {True: f"commit {git['commit']}, with local changes", False: f"commit {git['commit']}",
+                    None: "not a git checkout"}[git["dirty"]]
         stack = ", ".join(f"{name} {version}" for name, version in provenance.versions().items())
-        print(f"iclrepro {importlib.metadata.version('iclrepro')} (commit {git['commit']}{changes})\n{stack}")
+        print(f"iclrepro {importlib.metadata.version('iclrepro')} ({checkout})\n{stack}")
         parser.exit()
 
 
