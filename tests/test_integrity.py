@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -49,20 +50,16 @@ def test_a_mistyped_results_directory_is_an_error_not_an_empty_store(command, tm
     assert "reslts: no results directory here" in capsys.readouterr().err
 
 
-def version_lines(capsys) -> list[str]:
+@pytest.mark.parametrize("dirty, checkout", [(False, "commit 3a69bbb"), (True, "commit 3a69bbb, with local changes"),
+                                             (None, "not a git checkout")])
+def test_version_names_the_package_its_checkout_and_the_stack(dirty, checkout, capsys, monkeypatch):
+    asked = []
+    monkeypatch.setattr(provenance, "git_state",
+                        lambda directory: asked.append(directory) or {"commit": "3a69bbb", "dirty": dirty})
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--version"])
     assert exit_.value.code == 0
-    return capsys.readouterr().out.splitlines()
-
-
-def test_version_names_the_package_the_checkout_and_the_stack(capsys):
-    first, stack = version_lines(capsys)
-    assert first.startswith(f"iclrepro {importlib.metadata.version('iclrepro')} (commit ")
-    assert provenance.git_state(os.path.dirname(cli.__file__))["commit"] in first
+    first, stack = capsys.readouterr().out.splitlines()
+    assert first == f"iclrepro {importlib.metadata.version('iclrepro')} ({checkout})"
     assert f"torch {importlib.metadata.version('torch')}" in stack
-
-
-def test_version_of_an_install_outside_git_says_so(capsys, monkeypatch):
-    monkeypatch.setattr(provenance, "git_state", lambda directory: {"commit": "unknown", "dirty": None})
-    assert version_lines(capsys)[0] == f"iclrepro {importlib.metadata.version('iclrepro')} (not a git checkout)"
+    assert asked == [Path(cli.__file__).parent]   # the package's checkout, wherever the command runs
