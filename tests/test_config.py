@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 
 import pytest
+import yaml
 from snakemake.cli import parse_config
+from snakemake.utils import update_config
 
 from iclrepro import config, plan
 
@@ -49,6 +51,24 @@ def test_nested_command_line_values_are_typed(raw, schema):
     training = resolved["chen2024"]["training"]
     assert (training["seeds"], training["lr"], resolved["chen2024"]["model"]["mlp"]) == (3, 0.002, False)
     assert type(training["seeds"]) is int and type(training["lr"]) is float
+
+
+def test_several_config_files_merge_as_snakemakes_configfile_does(root, raw, tmp_path):
+    """`iclrepro cells/gc --config A B` must read what `snakemake --configfile A B` runs."""
+    more = {"scale": "smoke", "cui2024": {"scales": {"smoke": {"training": {"seeds": 3}}}, "test_seed": 7}}
+    (tmp_path / "more.yaml").write_text(yaml.safe_dump(more))
+    expected = copy.deepcopy(raw)
+    update_config(expected, more)
+    assert config.read([root / "config.yaml", tmp_path / "more.yaml"]) == expected
+    assert expected["cui2024"]["training"] == raw["cui2024"]["training"]   # merged, not replaced
+
+
+@pytest.mark.parametrize("text, message", [("- scale: smoke\n", "holds a map of settings, not a list"),
+                                           ("scale: [smoke\n", "not valid YAML")])
+def test_a_config_file_that_is_no_map_of_settings_is_named(root, tmp_path, text, message):
+    (tmp_path / "more.yaml").write_text(text)
+    with pytest.raises(config.ConfigError, match=f"more.yaml: .*{message}"):
+        config.read([root / "config.yaml", tmp_path / "more.yaml"])
 
 
 def test_papers_accepts_a_comma_separated_string(raw, schema):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from iclrepro import cli, integrity, provenance, store
+from iclrepro import cli, config, integrity, plan, provenance, store
 
 
 def test_cell_status_from_files_and_log(tmp_path):
@@ -48,6 +48,28 @@ def test_result_differences_names_changed_and_missing_results(tmp_path):
 def test_a_mistyped_results_directory_is_an_error_not_an_empty_store(command, tmp_path, capsys):
     assert cli.main([command, "--results", str(tmp_path / "reslts")]) == 2
     assert "reslts: no results directory here" in capsys.readouterr().err
+
+
+def test_cells_and_gc_see_the_cells_of_every_config_file_named(root, tmp_path, capsys):
+    """After `snakemake --configfile config.yaml more.yaml`, `iclrepro cells` and `gc` given the
+    same files list its cells and keep them; config.yaml alone plans none of them."""
+    (tmp_path / "more.yaml").write_text("cui2024: {scales: {smoke: {training: {seeds: 3}}}}\n")
+    files = [str(root / "config.yaml"), str(tmp_path / "more.yaml")]
+    settings = ["--scale", "smoke", "--papers", "cui2024", "--results", str(tmp_path)]
+    assert cli.main(["cells", "--config", *files, *settings]) == 0
+    listed = {line.split("\t")[0] for line in capsys.readouterr().out.splitlines()}
+    smoke_cui2024 = {"scale": "smoke", "papers": "cui2024"}
+    assert listed == set(plan.build(config.load(files, smoke_cui2024, root)).cells)
+    assert not listed & set(plan.build(config.load(root / "config.yaml", smoke_cui2024, root)).cells)
+    assert listed <= integrity.referenced_ids(files, root)
+    assert not listed & integrity.referenced_ids(root / "config.yaml", root)
+
+
+@pytest.mark.parametrize("command", ["cells", "gc"])
+def test_a_first_config_file_outside_a_workflow_directory_is_named(command, tmp_path, capsys):
+    (tmp_path / "more.yaml").write_text("scale: smoke\n")
+    assert cli.main([command, "--config", str(tmp_path / "more.yaml"), "--results", str(tmp_path)]) == 2
+    assert f"{tmp_path} is not a workflow directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("dirty, checkout", [(False, "commit 3a69bbb"), (True, "commit 3a69bbb, with local changes"),

@@ -31,7 +31,7 @@ def _cells(args) -> None:
     from iclrepro import config, integrity, plan, store
 
     overrides = {key: value for key, value in (("scale", args.scale), ("papers", args.papers)) if value}
-    resolved = config.load(args.config, overrides, Path(args.config).resolve().parent)
+    resolved = config.load(args.config, overrides, _workdir(args))
     layout = store.Layout(_results_dir(args) if args.results else resolved["results"])
     rows = []
     for node in plan.build(resolved).cells.values():
@@ -46,6 +46,12 @@ def _cells(args) -> None:
         counts = Counter(row[3] for row in rows if row[1] == paper)
         summary = ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "failed", "interrupted", "pending"))
         print(f"{paper}: {sum(counts.values())} cells: {summary}", file=sys.stderr)
+
+
+def _workdir(args) -> Path:
+    """The workflow directory, whose schema the config is checked against: the first config
+    file's (config.yaml lies in it)."""
+    return Path(args.config[0]).resolve().parent
 
 
 def _results_dir(args) -> str:
@@ -70,15 +76,16 @@ def _verify(args) -> int:
 def _gc(args) -> None:
     from iclrepro import integrity
 
-    referenced = integrity.referenced_ids(args.config, Path(args.config).resolve().parent)
+    referenced = integrity.referenced_ids(args.config, _workdir(args))
     unused = integrity.garbage(_results_dir(args), referenced)
     for path in unused:
         print(path)
+    unused_entries = f"{len(unused)} entries no plan of {' + '.join(args.config)} refers to"
     if args.yes:
         integrity.remove(unused)
-        print(f"deleted {len(unused)} entries no plan of {args.config} refers to", file=sys.stderr)
+        print(f"deleted {unused_entries}", file=sys.stderr)
     else:
-        print(f"{len(unused)} entries no plan of {args.config} refers to; delete them with --yes", file=sys.stderr)
+        print(f"{unused_entries}; delete them with --yes", file=sys.stderr)
 
 
 def _bench(args) -> None:
@@ -136,7 +143,9 @@ def parser() -> argparse.ArgumentParser:
     gc = sub.add_parser("gc", help="list (with --yes: delete) stored entries no plan of the config refers to")
     gc.add_argument("--yes", action="store_true", help="delete them")
     for cmd, func in ((cells, _cells), (verify, _verify), (gc, _gc)):
-        cmd.add_argument("--config", default="config.yaml")
+        cmd.add_argument("--config", nargs="+", default=["config.yaml"], metavar="FILE",
+                         help="config files, a later one overriding an earlier one as with snakemake's "
+                              "--configfile (default: config.yaml)")
         cmd.add_argument("--results", help="results directory (default: the config's)")
         cmd.set_defaults(func=func)
 

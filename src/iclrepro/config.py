@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import jsonschema
@@ -40,7 +41,12 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def load_schema(workdir: str | Path = ".") -> dict:
-    return yaml.safe_load((Path(workdir) / SCHEMA_PATH).read_text())
+    path = Path(workdir) / SCHEMA_PATH
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no config schema here; {workdir} is not a workflow directory "
+                          "(the first config file must be a workflow's config.yaml)") from None
 
 
 def _dotted(path) -> str:
@@ -146,21 +152,28 @@ def check_results_dir(results: str) -> str:
     return results
 
 
-def read(config_path: str | Path) -> dict:
-    """The raw config file, unvalidated."""
-    path = Path(config_path)
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+def read(config_paths: str | Path | Sequence[str | Path]) -> dict:
+    """The raw config, unvalidated: one file, or several merged in order, a later file
+    overriding an earlier one as with Snakemake's `--configfile A B`."""
+    paths = [config_paths] if isinstance(config_paths, (str, Path)) else config_paths
+    merged = {}
+    for path in map(Path, paths):
+        try:
+            settings = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{path}: a config file holds a map of settings, not a {type(settings).__name__}")
+        merged = deep_merge(merged, settings)
+    return merged
 
 
-def load(config_path: str | Path = "config.yaml", overrides: dict | None = None,
+def load(config_paths: str | Path | Sequence[str | Path] = "config.yaml", overrides: dict | None = None,
          workdir: str | Path = ".") -> dict:
-    """Read, override, validate and resolve a config file (what the CLI's planner uses)."""
-    return check_and_resolve(deep_merge(read(config_path), overrides or {}), load_schema(workdir))
+    """Read, override, validate and resolve the config file or files (what the CLI's planner uses)."""
+    return check_and_resolve(deep_merge(read(config_paths), overrides or {}), load_schema(workdir))
 
 
 def check_and_resolve(config: dict, schema: dict) -> dict:
