@@ -50,19 +50,30 @@ def test_a_mistyped_results_directory_is_an_error_not_an_empty_store(command, tm
     assert "reslts: no results directory here" in capsys.readouterr().err
 
 
-def test_cells_and_gc_see_the_cells_of_every_config_file_named(root, tmp_path, capsys):
-    """After `snakemake --configfile config.yaml more.yaml`, `iclrepro cells` and `gc` given the
-    same files list its cells and keep them; config.yaml alone plans none of them."""
+def test_cells_and_gc_see_the_cells_of_every_configuration_named(root, tmp_path, capsys):
+    """After `snakemake --configfile config.yaml more.yaml`, `iclrepro cells --config config.yaml
+    more.yaml` lists that run's cells; `gc` keeps what any configuration it is given plans."""
     (tmp_path / "more.yaml").write_text("cui2024: {scales: {smoke: {training: {seeds: 3}}}}\n")
-    files = [str(root / "config.yaml"), str(tmp_path / "more.yaml")]
-    settings = ["--scale", "smoke", "--papers", "cui2024", "--results", str(tmp_path)]
-    assert cli.main(["cells", "--config", *files, *settings]) == 0
-    listed = {line.split("\t")[0] for line in capsys.readouterr().out.splitlines()}
+    default, more = [str(root / "config.yaml")], [str(root / "config.yaml"), str(tmp_path / "more.yaml")]
     smoke_cui2024 = {"scale": "smoke", "papers": "cui2024"}
-    assert listed == set(plan.build(config.load(files, smoke_cui2024, root)).cells)
-    assert not listed & set(plan.build(config.load(root / "config.yaml", smoke_cui2024, root)).cells)
-    assert listed <= integrity.referenced_ids(files, root)
-    assert not listed & integrity.referenced_ids(root / "config.yaml", root)
+    planned = [set(plan.build(config.load(files, smoke_cui2024, root)).cells) for files in (default, more)]
+    assert planned[0] and planned[1] and not planned[0] & planned[1]
+    assert cli.main(["cells", "--config", *more, "--scale", "smoke", "--papers", "cui2024",
+                     "--results", str(tmp_path)]) == 0
+    assert {line.split("\t")[0] for line in capsys.readouterr().out.splitlines()} == planned[1]
+
+    stale = "f" * 16
+    for cell in planned[0] | planned[1] | {stale}:
+        (tmp_path / "results" / "cells" / cell).mkdir(parents=True)
+
+    def listed_by_gc(*configurations):
+        options = [arg for files in configurations for arg in ("--config", *files)]
+        assert cli.main(["gc", *options, "--results", str(tmp_path / "results")]) == 0
+        return {Path(line).name for line in capsys.readouterr().out.splitlines()}
+
+    assert listed_by_gc(default) == planned[1] | {stale}
+    assert listed_by_gc(more) == planned[0] | {stale}
+    assert listed_by_gc(default, more) == {stale}
 
 
 @pytest.mark.parametrize("command", ["cells", "gc"])

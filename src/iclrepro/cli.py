@@ -31,8 +31,8 @@ def _cells(args) -> None:
     from iclrepro import config, integrity, plan, store
 
     overrides = {key: value for key, value in (("scale", args.scale), ("papers", args.papers)) if value}
-    resolved = config.load(args.config, overrides, _workdir(args))
-    layout = store.Layout(_results_dir(args) if args.results else resolved["results"])
+    resolved = config.load(args.config, overrides, _workdir(args.config))
+    layout = store.Layout(_results_dir(args.config, args.results) if args.results else resolved["results"])
     rows = []
     for node in plan.build(resolved).cells.values():
         if args.paper and node.paper != args.paper:
@@ -48,18 +48,18 @@ def _cells(args) -> None:
         print(f"{paper}: {sum(counts.values())} cells: {summary}", file=sys.stderr)
 
 
-def _workdir(args) -> Path:
+def _workdir(config_files: list[str]) -> Path:
     """The workflow directory, whose schema the config is checked against: the first config
     file's (config.yaml lies in it)."""
-    return Path(args.config[0]).resolve().parent
+    return Path(config_files[0]).resolve().parent
 
 
-def _results_dir(args) -> str:
-    """The results directory to look after: a mistyped one fails here, rather than passing as
-    a store with nothing in it."""
+def _results_dir(config_files: list[str], results: str | None) -> str:
+    """The results directory to look after (`results`, else the config's): a mistyped one
+    fails here, rather than passing as a store with nothing in it."""
     from iclrepro import config
 
-    results = args.results or config.check_results_dir(config.read(args.config).get("results", "results"))
+    results = results or config.check_results_dir(config.read(config_files).get("results", "results"))
     if not Path(results).is_dir():
         raise IclreproError(f"{results}: no results directory here (run snakemake first, or name it with --results)")
     return results
@@ -68,7 +68,7 @@ def _results_dir(args) -> str:
 def _verify(args) -> int:
     from iclrepro import integrity
 
-    report = integrity.verify(_results_dir(args))
+    report = integrity.verify(_results_dir(args.config, args.results))
     print("\n".join(report.lines()))
     return 1 if report.problems else 0
 
@@ -76,11 +76,13 @@ def _verify(args) -> int:
 def _gc(args) -> None:
     from iclrepro import integrity
 
-    referenced = integrity.referenced_ids(args.config, _workdir(args))
-    unused = integrity.garbage(_results_dir(args), referenced)
+    configurations = args.config or [["config.yaml"]]
+    referenced = set().union(*(integrity.referenced_ids(files, _workdir(files)) for files in configurations))
+    unused = integrity.garbage(_results_dir(configurations[0], args.results), referenced)
     for path in unused:
         print(path)
-    unused_entries = f"{len(unused)} entries no plan of {' + '.join(args.config)} refers to"
+    named = " or ".join(" + ".join(files) for files in configurations)
+    unused_entries = f"{len(unused)} entries no plan of {named} refers to"
     if args.yes:
         integrity.remove(unused)
         print(f"deleted {unused_entries}", file=sys.stderr)
@@ -142,10 +144,14 @@ def parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="recompute every stored id and check the stored files")
     gc = sub.add_parser("gc", help="list (with --yes: delete) stored entries no plan of the config refers to")
     gc.add_argument("--yes", action="store_true", help="delete them")
-    for cmd, func in ((cells, _cells), (verify, _verify), (gc, _gc)):
+    config_files = "config files, a later one overriding an earlier one as with snakemake's --configfile"
+    for cmd in (cells, verify):
         cmd.add_argument("--config", nargs="+", default=["config.yaml"], metavar="FILE",
-                         help="config files, a later one overriding an earlier one as with snakemake's "
-                              "--configfile (default: config.yaml)")
+                         help=f"{config_files} (default: config.yaml)")
+    gc.add_argument("--config", nargs="+", action="append", metavar="FILE",
+                    help=f"{config_files}; repeat --config to keep what any of several configurations "
+                         "plans (default: config.yaml)")
+    for cmd, func in ((cells, _cells), (verify, _verify), (gc, _gc)):
         cmd.add_argument("--results", help="results directory (default: the config's)")
         cmd.set_defaults(func=func)
 
