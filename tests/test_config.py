@@ -71,6 +71,16 @@ def test_a_config_file_that_is_no_map_of_settings_is_named(root, tmp_path, text,
         config.read([root / "config.yaml", tmp_path / "more.yaml"])
 
 
+def test_command_line_settings_read_as_snakemakes_config_reads_them():
+    """`iclrepro cells --config ...` must plan the cells that `snakemake --config ...` runs."""
+    entries = ["scale=smoke", "papers=cui2024,chen2024", "threads=2", "lr=2e-3", "flag=True", "other=false",
+               "empty=", "quoted='a b'", "chen2024={scales: {quick: {training: {seeds: 3, lr: 2e-3}}}}",
+               "chen2024={model: {mlp: False}}", "heads=[1, 4]", "broken={a: [", "equals=a=b"]
+    assert config.parse_settings(entries) == parse_config(entries)
+    with pytest.raises(config.ConfigError, match="--config 'scale': a setting is KEY=VALUE"):
+        config.parse_settings(["scale"])
+
+
 def test_papers_accepts_a_comma_separated_string(raw, schema):
     resolved = config.check_and_resolve(dict(raw, papers="cui2024"), schema)
     assert resolved["papers"] == ["cui2024"]

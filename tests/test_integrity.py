@@ -50,36 +50,40 @@ def test_a_mistyped_results_directory_is_an_error_not_an_empty_store(command, tm
     assert "reslts: no results directory here" in capsys.readouterr().err
 
 
-def test_cells_and_gc_see_the_cells_of_every_configuration_named(root, tmp_path, capsys):
-    """After `snakemake --configfile config.yaml more.yaml`, `iclrepro cells --config config.yaml
-    more.yaml` lists that run's cells; `gc` keeps what any configuration it is given plans."""
-    (tmp_path / "more.yaml").write_text("cui2024: {scales: {smoke: {training: {seeds: 3}}}}\n")
+MORE_SEEDS = "cui2024={scales: {smoke: {training: {seeds: 3}}}}"
+
+
+def test_cells_and_gc_name_the_config_as_snakemake_does(root, tmp_path, capsys):
+    """`iclrepro cells` given a run's `--configfile config.yaml more.yaml` or `--config KEY=VALUE`
+    lists that run's cells; `gc` keeps what each configuration it is given plans."""
+    (tmp_path / "more.yaml").write_text(MORE_SEEDS.replace("=", ": ", 1) + "\n")
     default, more = [str(root / "config.yaml")], [str(root / "config.yaml"), str(tmp_path / "more.yaml")]
     smoke_cui2024 = {"scale": "smoke", "papers": "cui2024"}
     planned = [set(plan.build(config.load(files, smoke_cui2024, root)).cells) for files in (default, more)]
     assert planned[0] and planned[1] and not planned[0] & planned[1]
-    assert cli.main(["cells", "--config", *more, "--scale", "smoke", "--papers", "cui2024",
-                     "--results", str(tmp_path)]) == 0
-    assert {line.split("\t")[0] for line in capsys.readouterr().out.splitlines()} == planned[1]
+
+    def listed(command, *options):
+        assert cli.main([command, *options, "--results", str(tmp_path / "results")]) == 0
+        return {Path(line.split("\t")[0]).name for line in capsys.readouterr().out.splitlines()}
+
+    (tmp_path / "results").mkdir()
+    cells_of = ("--scale", "smoke", "--papers", "cui2024")
+    assert listed("cells", "--configfile", *more, *cells_of) == planned[1]
+    assert listed("cells", "--configfile", *default, "--config", MORE_SEEDS, *cells_of) == planned[1]
 
     stale = "f" * 16
     for cell in planned[0] | planned[1] | {stale}:
         (tmp_path / "results" / "cells" / cell).mkdir(parents=True)
-
-    def listed_by_gc(*configurations):
-        options = [arg for files in configurations for arg in ("--config", *files)]
-        assert cli.main(["gc", *options, "--results", str(tmp_path / "results")]) == 0
-        return {Path(line).name for line in capsys.readouterr().out.splitlines()}
-
-    assert listed_by_gc(default) == planned[1] | {stale}
-    assert listed_by_gc(more) == planned[0] | {stale}
-    assert listed_by_gc(default, more) == {stale}
+    assert listed("gc") == planned[1] | {stale}
+    assert listed("gc", "--configfile", *more) == planned[0] | {stale}
+    assert listed("gc", "--config", MORE_SEEDS) == planned[0] | {stale}
+    assert listed("gc", "--configfile", *default, "--configfile", *more) == {stale}
 
 
 @pytest.mark.parametrize("command", ["cells", "gc"])
 def test_a_first_config_file_outside_a_workflow_directory_is_named(command, tmp_path, capsys):
     (tmp_path / "more.yaml").write_text("scale: smoke\n")
-    assert cli.main([command, "--config", str(tmp_path / "more.yaml"), "--results", str(tmp_path)]) == 2
+    assert cli.main([command, "--configfile", str(tmp_path / "more.yaml"), "--results", str(tmp_path)]) == 2
     assert f"{tmp_path} is not a workflow directory" in capsys.readouterr().err
 
 

@@ -125,7 +125,7 @@ def test_a_deleted_cell_and_theory_table_are_made_again(smoke_run, run_copy):
 
 def test_gc_deletes_only_what_no_plan_refers_to(run_copy):
     results = run_copy / "results"
-    referenced = integrity.referenced_ids(run_copy / "config.yaml", run_copy)
+    referenced = integrity.referenced_ids(config.read(run_copy / "config.yaml"), run_copy)
     assert integrity.garbage(str(results), referenced) == []
     stale = results / "cells" / ("f" * 16)
     shutil.copytree(next((results / "cells").iterdir()), stale)

@@ -30,9 +30,10 @@ def _cells(args) -> None:
 
     from iclrepro import config, integrity, plan, store
 
-    overrides = {key: value for key, value in (("scale", args.scale), ("papers", args.papers)) if value}
-    resolved = config.load(args.config, overrides, _workdir(args.config))
-    layout = store.Layout(_results_dir(args.config, args.results) if args.results else resolved["results"])
+    shorthands = {key: value for key, value in (("scale", args.scale), ("papers", args.papers)) if value}
+    overrides = config.deep_merge(config.parse_settings(args.config), shorthands)
+    resolved = config.load(args.configfile, overrides, _workdir(args.configfile))
+    layout = store.Layout(_results_dir(args, args.configfile) if args.results else resolved["results"])
     rows = []
     for node in plan.build(resolved).cells.values():
         if args.paper and node.paper != args.paper:
@@ -54,12 +55,19 @@ def _workdir(config_files: list[str]) -> Path:
     return Path(config_files[0]).resolve().parent
 
 
-def _results_dir(config_files: list[str], results: str | None) -> str:
-    """The results directory to look after (`results`, else the config's): a mistyped one
+def _raw_config(config_files: list[str], settings: list[str]) -> dict:
+    """The config as Snakemake reads it from `--configfile FILE... --config KEY=VALUE...`."""
+    from iclrepro import config
+
+    return config.deep_merge(config.read(config_files), config.parse_settings(settings))
+
+
+def _results_dir(args, config_files: list[str]) -> str:
+    """The results directory to look after (--results, else the config's): a mistyped one
     fails here, rather than passing as a store with nothing in it."""
     from iclrepro import config
 
-    results = results or config.check_results_dir(config.read(config_files).get("results", "results"))
+    results = args.results or config.check_results_dir(_raw_config(config_files, args.config).get("results", "results"))
     if not Path(results).is_dir():
         raise IclreproError(f"{results}: no results directory here (run snakemake first, or name it with --results)")
     return results
@@ -68,7 +76,7 @@ def _results_dir(config_files: list[str], results: str | None) -> str:
 def _verify(args) -> int:
     from iclrepro import integrity
 
-    report = integrity.verify(_results_dir(args.config, args.results))
+    report = integrity.verify(_results_dir(args, args.configfile))
     print("\n".join(report.lines()))
     return 1 if report.problems else 0
 
@@ -76,9 +84,10 @@ def _verify(args) -> int:
 def _gc(args) -> None:
     from iclrepro import integrity
 
-    configurations = args.config or [["config.yaml"]]
-    referenced = set().union(*(integrity.referenced_ids(files, _workdir(files)) for files in configurations))
-    unused = integrity.garbage(_results_dir(configurations[0], args.results), referenced)
+    configurations = args.configfile or [["config.yaml"]]
+    referenced = set().union(*(integrity.referenced_ids(_raw_config(files, args.config), _workdir(files))
+                               for files in configurations))
+    unused = integrity.garbage(_results_dir(args, configurations[0]), referenced)
     for path in unused:
         print(path)
     named = " or ".join(" + ".join(files) for files in configurations)
@@ -144,14 +153,17 @@ def parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="recompute every stored id and check the stored files")
     gc = sub.add_parser("gc", help="list (with --yes: delete) stored entries no plan of the config refers to")
     gc.add_argument("--yes", action="store_true", help="delete them")
-    config_files = "config files, a later one overriding an earlier one as with snakemake's --configfile"
+    # The config is named as for snakemake, so that the words of a run name the same cells here.
+    config_files = "config files, a later one overriding an earlier one, as with snakemake --configfile"
     for cmd in (cells, verify):
-        cmd.add_argument("--config", nargs="+", default=["config.yaml"], metavar="FILE",
+        cmd.add_argument("--configfile", nargs="+", default=["config.yaml"], metavar="FILE",
                          help=f"{config_files} (default: config.yaml)")
-    gc.add_argument("--config", nargs="+", action="append", metavar="FILE",
-                    help=f"{config_files}; repeat --config to keep what any of several configurations "
+    gc.add_argument("--configfile", nargs="+", action="append", metavar="FILE",
+                    help=f"{config_files}; repeat --configfile to keep what each of several configurations "
                          "plans (default: config.yaml)")
     for cmd, func in ((cells, _cells), (verify, _verify), (gc, _gc)):
+        cmd.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE",
+                         help="settings over the config files, as with snakemake --config")
         cmd.add_argument("--results", help="results directory (default: the config's)")
         cmd.set_defaults(func=func)
 

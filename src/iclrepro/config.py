@@ -23,6 +23,7 @@ SCHEMA_PATH = Path("workflow") / "schemas" / "config.schema.yaml"
 NUMBER_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 INTEGER_TEXT = re.compile(r"[-+]?\d+")
 BOOLEAN_TEXT = {"true": True, "false": False}
+SETTING_KEY = re.compile(r"[a-zA-Z_][\w-]*\w")   # what Snakemake's --config accepts as a key
 
 
 class ConfigError(IclreproError, ValueError):
@@ -168,6 +169,37 @@ def read(config_paths: str | Path | Sequence[str | Path]) -> dict:
             raise ConfigError(f"{path}: a config file holds a map of settings, not a {type(settings).__name__}")
         merged = deep_merge(merged, settings)
     return merged
+
+
+def parse_settings(entries: Sequence[str]) -> dict:
+    """Command-line `KEY=VALUE` settings, read as Snakemake's `--config` reads them, so that
+    `iclrepro` and `snakemake` given the same words plan the same cells.
+
+    (Snakemake's own parser is not imported for this: importing `snakemake.cli` takes seconds.)
+    """
+    settings = {}
+    for entry in entries:
+        key, equals, text = entry.partition("=")
+        if not equals or not SETTING_KEY.fullmatch(key):
+            raise ConfigError(f"--config {entry!r}: a setting is KEY=VALUE, with KEY a name such as scale")
+        settings = deep_merge(settings, {key: _setting_value(text.strip("'\""))})
+    return settings
+
+
+def _setting_value(text: str):
+    """An int, a float, True or False, else YAML with every scalar kept as text (`coerce` types
+    those by the schema), else the text itself; nothing for an empty value."""
+    if text == "":
+        return None
+    for parse in (int, float, {"True": True, "False": False}.__getitem__):
+        try:
+            return parse(text)
+        except (ValueError, KeyError):
+            pass
+    try:
+        return yaml.load(text, Loader=yaml.BaseLoader)
+    except yaml.YAMLError:
+        return text
 
 
 def load(config_paths: str | Path | Sequence[str | Path] = "config.yaml", overrides: dict | None = None,

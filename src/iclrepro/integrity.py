@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,14 +103,13 @@ def cell_status(layout: store.Layout, node_id: str, log: Path) -> str:
     return "running" if time.time() - log.stat().st_mtime < STALE_SECONDS else "interrupted"
 
 
-def referenced_ids(config_paths: str | Path | Sequence[str | Path], workdir: str | Path) -> set[str]:
-    """Ids of every data set, cell and batch the config (one file, or several merged as
-    `config.read` does) plans, at any scale or accelerator.
+def referenced_ids(raw: dict, workdir: str | Path) -> set[str]:
+    """Ids of every data set, cell and batch a raw config (as `config.read` gives it) plans,
+    at any scale or accelerator.
 
     Every paper block in the config counts, selected or not, so a smaller run never
     makes a larger one's results look unused.
     """
-    raw = config.read(config_paths)
     schema = config.load_schema(workdir)
     papers = [paper for paper in schema["$defs"]["papers"] if paper in raw]
     ids = set()
