@@ -133,17 +133,9 @@ class _PrintVersion(argparse.Action):
         parser.exit()
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="iclrepro", description=__doc__.splitlines()[0])
-    top.add_argument("--version", action=_PrintVersion)
-    sub = top.add_subparsers(dest="command", required=True)
-
-    table = sub.add_parser("claims-table", help="write the Markdown and HTML tables of all claim verdicts")
-    table.add_argument("out_md")
-    table.add_argument("out_html")
-    table.add_argument("inputs", nargs="+")
-    table.set_defaults(func=_claims_table)
-
+def _add_store_commands(sub) -> None:
+    """cells, verify and gc: they read the config as snakemake does, so that the words of a
+    run (--configfile, --config) name the same cells here."""
     cells = sub.add_parser("cells", help="list planned cells: id, paper, settings, and done, running, failed, "
                                          "interrupted or pending")
     cells.add_argument("--paper", choices=sorted(REGISTRY))
@@ -153,7 +145,6 @@ def parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="recompute every stored id and check the stored files")
     gc = sub.add_parser("gc", help="list (with --yes: delete) stored entries no plan of the config refers to")
     gc.add_argument("--yes", action="store_true", help="delete them")
-    # The config is named as for snakemake, so that the words of a run name the same cells here.
     config_files = "config files, a later one overriding an earlier one, as with snakemake --configfile"
     for cmd in (cells, verify):
         cmd.add_argument("--configfile", nargs="+", default=["config.yaml"], metavar="FILE",
@@ -166,6 +157,20 @@ def parser() -> argparse.ArgumentParser:
                          help="settings over the config files, as with snakemake --config")
         cmd.add_argument("--results", help="results directory (default: the config's)")
         cmd.set_defaults(func=func)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="iclrepro", description=__doc__.splitlines()[0])
+    top.add_argument("--version", action=_PrintVersion)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    table = sub.add_parser("claims-table", help="write the Markdown and HTML tables of all claim verdicts")
+    table.add_argument("out_md")
+    table.add_argument("out_html")
+    table.add_argument("inputs", nargs="+")
+    table.set_defaults(func=_claims_table)
+
+    _add_store_commands(sub)
 
     bench = sub.add_parser("bench", help="measure the performance figures (see benchmarks.md)")
     bench.add_argument("--out", default="benchmarks.json", help="write the figures here as JSON")
