@@ -54,7 +54,7 @@ def test_nested_command_line_values_are_typed(raw, schema):
 
 
 def test_several_config_files_merge_as_snakemakes_configfile_does(root, raw, tmp_path):
-    """`iclrepro cells/gc --config A B` must read what `snakemake --configfile A B` runs."""
+    """`iclrepro cells/gc --configfile A B` must read what `snakemake --configfile A B` runs."""
     more = {"scale": "smoke", "cui2024": {"scales": {"smoke": {"training": {"seeds": 3}}}, "test_seed": 7}}
     (tmp_path / "more.yaml").write_text(yaml.safe_dump(more))
     expected = copy.deepcopy(raw)
