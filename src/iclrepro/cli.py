@@ -91,6 +91,7 @@ def _gc(args) -> None:
     for path in unused:
         print(path)
     named = " or ".join(" + ".join(files) for files in configurations)
+    named += f" with --config {' '.join(args.config)}" if args.config else ""
     unused_entries = f"{len(unused)} entries no plan of {named} refers to"
     if args.yes:
         integrity.remove(unused)
