@@ -98,9 +98,15 @@ def test_verify_passes_on_a_clean_store_and_names_damage(run_copy):
     tampered = json.loads(record.read_text())
     tampered["spec"]["tampered"] = True
     record.write_text(json.dumps(tampered))
+    tidy, claims = results / "figures" / "cui2024" / "F1.parquet", results / "claims" / "fu2023.parquet"
+    os.truncate(tidy, tidy.stat().st_size // 2)
+    claims.write_bytes(b"not parquet")
     problems = integrity.verify(str(results)).problems
     assert any(f"{metrics}: unreadable Parquet" in p for p in problems)
     assert any(f"{record}: its spec hashes to" in p for p in problems)
+    for table in (tidy, claims):
+        assert any(f"{table}: unreadable Parquet" in p and p.endswith("run snakemake again to remake it")
+                   for p in problems)
     assert subprocess.run(**cli_command(run_copy, "verify", "--results", str(results)),
                           capture_output=True).returncode == 1
 
