@@ -11,6 +11,7 @@ being readable only.
 
 from __future__ import annotations
 
+import glob
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -60,8 +61,10 @@ def _check_cell(record: dict, path: Path) -> None:
 
 
 def _named_tables(results: str) -> list[Path]:
-    root = Path(results)
-    return sorted([*root.glob("theory/*/*.parquet"), *root.glob("figures/*/*.parquet"), *root.glob("claims/*.parquet")])
+    """Every theory table, figure's tidy data and claims file, where the layout puts them."""
+    patterns = store.Layout(glob.escape(results))   # its paths, with wildcards for the names
+    found = glob.glob(patterns.theory("*", "*")) + glob.glob(patterns.tidy("*", "*")) + glob.glob(patterns.claims("*"))
+    return sorted(map(Path, found))
 
 
 def _check_named_tables(results: str, report: Report) -> None:
