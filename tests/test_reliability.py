@@ -135,10 +135,17 @@ def test_gc_deletes_only_what_no_plan_refers_to(run_copy):
     assert integrity.garbage(str(results), referenced) == []
     stale = results / "cells" / ("f" * 16)
     shutil.copytree(next((results / "cells").iterdir()), stale)
+    cell = next(path for path in (results / "cells").iterdir() if path != stale)
+    abandoned, writing = cell / ".model.pt.tmp-123-0a0b0c0d", cell / ".model.pt.tmp-456-0e0f1011"
+    abandoned.write_bytes(b"half a checkpoint")
+    writing.write_bytes(b"a write in progress")
+    an_hour_ago = time.time() - integrity.ABANDONED_WRITE_SECONDS - 1
+    os.utime(abandoned, (an_hour_ago, an_hour_ago))
     listed = cli(run_copy, "gc")
-    assert listed.stdout.split() == [str(Path("results") / "cells" / ("f" * 16))] and stale.exists()
+    assert sorted(listed.stdout.split()) == sorted(str(path.relative_to(run_copy)) for path in (abandoned, stale))
+    assert stale.exists() and abandoned.exists()
     cli(run_copy, "gc", "--yes")
-    assert not stale.exists()
+    assert not stale.exists() and not abandoned.exists() and writing.exists()
     planned = plan.build(config.load(run_copy / "config.yaml", {"scale": "smoke", "papers": "cui2024"}, run_copy))
     assert all((results / "cells" / cell).is_dir() for cell in planned.cells)
     assert integrity.verify(str(results)).problems == []

@@ -92,7 +92,7 @@ def _gc(args) -> None:
         print(path)
     named = " or ".join(" + ".join(files) for files in configurations)
     named += f" with --config {' '.join(args.config)}" if args.config else ""
-    unused_entries = f"{len(unused)} entries no plan of {named} refers to"
+    unused_entries = f"{len(unused)} entries no plan of {named} refers to, or left by writes a kill cut short"
     if args.yes:
         integrity.remove(unused)
         print(f"deleted {unused_entries}", file=sys.stderr)
@@ -144,7 +144,8 @@ def _add_store_commands(sub) -> None:
     cells.add_argument("--papers", help="comma-separated papers (default: the config's)")
 
     verify = sub.add_parser("verify", help="recompute every stored id and check the stored files")
-    gc = sub.add_parser("gc", help="list (with --yes: delete) stored entries no plan of the config refers to")
+    gc = sub.add_parser("gc", help="list (with --yes: delete) stored entries no plan of the config refers to, "
+                                   "and temporary files that killed writes left")
     gc.add_argument("--yes", action="store_true", help="delete them")
     config_files = "config files, a later one overriding an earlier one, as with snakemake --configfile"
     for cmd in (cells, verify):

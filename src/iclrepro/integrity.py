@@ -143,12 +143,31 @@ def referenced_ids(raw: dict, workdir: str | Path) -> set[str]:
     return ids
 
 
+# A write through store.atomic_path takes seconds, so a temporary file of one untouched for
+# an hour was left by a job killed mid-write (SIGKILL, or SIGTERM, which skips `finally`).
+ABANDONED_WRITE_SECONDS = 3600
+
+
+def _abandoned_writes(results: str) -> list[Path]:
+    """Temporary files of store.atomic_path (`.<name>.tmp-<pid>-<hex>`) that killed writes left."""
+    cutoff = time.time() - ABANDONED_WRITE_SECONDS
+    return [path for path in Path(results).rglob(".*.tmp-*") if _modified_before(path, cutoff)]
+
+
+def _modified_before(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime < cutoff
+    except FileNotFoundError:  # its write finished (renamed it) while we looked
+        return False
+
+
 def garbage(results: str, referenced: set[str]) -> list[Path]:
-    """Stored entries, identity records and batch markers no plan of the config refers to."""
+    """Stored entries, identity records and batch markers no plan of the config refers to,
+    and temporary files that killed writes left."""
     unused = [path for node_id, path in _entries(store.Layout(results)).items() if node_id not in referenced]
     unused += [path for path in Path(results, "index").glob("*.json") if path.stem not in referenced]
     unused += [path for path in Path(results, "batches").glob("train/*/*.json") if path.stem not in referenced]
-    return sorted(unused)
+    return sorted(unused + _abandoned_writes(results))
 
 
 def remove(paths: list[Path]) -> None:
