@@ -101,12 +101,17 @@ def test_verify_passes_on_a_clean_store_and_names_damage(run_copy):
     tidy, claims = results / "figures" / "cui2024" / "F1.parquet", results / "claims" / "fu2023.parquet"
     os.truncate(tidy, tidy.stat().st_size // 2)
     claims.write_bytes(b"not parquet")
+    png, pdf, provenance = (results / "figures" / "chen2024" / f"risk_vs_n.{ext}" for ext in ("png", "pdf", "json"))
+    os.truncate(png, png.stat().st_size - 1)
+    os.truncate(pdf, pdf.stat().st_size // 2)
+    provenance.write_text("{")
     problems = integrity.verify(str(results)).problems
     assert any(f"{metrics}: unreadable Parquet" in p for p in problems)
     assert any(f"{record}: its spec hashes to" in p for p in problems)
-    for table in (tidy, claims):
-        assert any(f"{table}: unreadable Parquet" in p and p.endswith("run snakemake again to remake it")
-                   for p in problems)
+    damaged = {tidy: "unreadable Parquet", claims: "unreadable Parquet", png: "not a complete PNG file",
+               pdf: "not a complete PDF file", provenance: "not valid JSON"}
+    for path, problem in damaged.items():
+        assert any(f"{path}: {problem}" in p and p.endswith("run snakemake again to remake it") for p in problems)
     assert subprocess.run(**cli_command(run_copy, "verify", "--results", str(results)),
                           capture_output=True).returncode == 1
 

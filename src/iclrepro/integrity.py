@@ -4,9 +4,9 @@ Content-addressed entries are test/training sets (results/data/<id>.parquet) and
 (results/cells/<id>/). The job that makes one first writes its identity record
 (results/index/<id>.json: spec, input ids, source fingerprint), so its id can be
 recomputed here and compared with where it is stored and with what its files say.
-The tables with readable names (theory, each figure's tidy data, claim verdicts) have no
-identity record; Snakemake remakes them when they are missing, so they are checked for
-being readable only.
+The files with readable names (theory tables, each figure's tidy data, PNG, PDF and
+provenance record, claim verdicts) have no identity record; Snakemake remakes them when
+they are missing, so they are checked for being complete and readable only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,18 +61,36 @@ def _check_cell(record: dict, path: Path) -> None:
         raise store.StoreError(f"{path / 'model.pt'}: its spec differs from the identity record")
 
 
-def _named_tables(results: str) -> list[Path]:
-    """Every theory table, figure's tidy data and claims file, where the layout puts them."""
+# How a complete file of each figure format begins and ends; a truncated one ends otherwise.
+FIGURE_BOUNDS = {".png": (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"), ".pdf": (b"%PDF-", b"%%EOF")}
+
+
+def _check_figure(path: Path) -> None:
+    """A drawn figure is a complete PNG or PDF; its provenance record is JSON."""
+    if path.suffix == ".json":
+        store.read_json(path)
+        return
+    head, tail = FIGURE_BOUNDS[path.suffix]
+    data = path.read_bytes()
+    if not (data.startswith(head) and data[-16:].rstrip().endswith(tail)):
+        raise store.StoreError(f"{path}: not a complete {path.suffix[1:].upper()} file")
+
+
+def _named_files(results: str) -> list[tuple[Path, Callable[[Path], object]]]:
+    """Every theory table, figure (tidy data, PNG, PDF, provenance) and claims file, where
+    the layout puts them, with the function that checks it."""
     patterns = store.Layout(glob.escape(results))   # its paths, with wildcards for the names
-    found = glob.glob(patterns.theory("*", "*")) + glob.glob(patterns.tidy("*", "*")) + glob.glob(patterns.claims("*"))
-    return sorted(map(Path, found))
+    tables = glob.glob(patterns.theory("*", "*")) + glob.glob(patterns.tidy("*", "*")) + glob.glob(patterns.claims("*"))
+    figures = [path for ext in ("png", "pdf", "json") for path in glob.glob(patterns.figure("*", "*", ext))]
+    checks = [(Path(path), store.read_parquet) for path in tables] + [(Path(path), _check_figure) for path in figures]
+    return sorted(checks, key=lambda pair: pair[0])
 
 
-def _check_named_tables(results: str, report: Report) -> None:
-    for path in _named_tables(results):
+def _check_named_files(results: str, report: Report) -> None:
+    for path, check in _named_files(results):
         report.checked += 1
         try:
-            store.read_parquet(path)
+            check(path)
         except store.StoreError as err:
             report.problems.append(f"{err}; delete it and run snakemake again to remake it")
 
@@ -105,7 +124,7 @@ def verify(results: str) -> Report:
             (_check_cell if record["stage"] == "train" else _check_data)(record, path)
         except store.StoreError as err:
             report.problems.append(str(err))
-    _check_named_tables(results, report)
+    _check_named_files(results, report)
     return report
 
 
