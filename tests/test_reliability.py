@@ -140,8 +140,8 @@ def test_gc_deletes_only_what_no_plan_refers_to(run_copy):
     assert integrity.garbage(str(results), referenced) == []
     stale = results / "cells" / ("f" * 16)
     shutil.copytree(next((results / "cells").iterdir()), stale)
-    cell = next(path for path in (results / "cells").iterdir() if path != stale)
-    abandoned, writing = cell / ".model.pt.tmp-123-0a0b0c0d", cell / ".model.pt.tmp-456-0e0f1011"
+    kept = next(path for path in (results / "cells").iterdir() if path != stale)
+    abandoned, writing = kept / ".model.pt.tmp-123-0a0b0c0d", kept / ".model.pt.tmp-456-0e0f1011"
     abandoned.write_bytes(b"half a checkpoint")
     writing.write_bytes(b"a write in progress")
     an_hour_ago = time.time() - integrity.ABANDONED_WRITE_SECONDS - 1
