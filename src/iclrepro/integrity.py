@@ -66,10 +66,7 @@ FIGURE_BOUNDS = {".png": (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"), ".pdf": (b"%
 
 
 def _check_figure(path: Path) -> None:
-    """A drawn figure is a complete PNG or PDF; its provenance record is JSON."""
-    if path.suffix == ".json":
-        store.read_json(path)
-        return
+    """A drawn figure is a complete PNG or PDF."""
     head, tail = FIGURE_BOUNDS[path.suffix]
     data = path.read_bytes()
     if not (data.startswith(head) and data[-16:].rstrip().endswith(tail)):
@@ -81,8 +78,9 @@ def _named_files(results: str) -> list[tuple[Path, Callable[[Path], object]]]:
     the layout puts them, with the function that checks it."""
     patterns = store.Layout(glob.escape(results))   # its paths, with wildcards for the names
     tables = glob.glob(patterns.theory("*", "*")) + glob.glob(patterns.tidy("*", "*")) + glob.glob(patterns.claims("*"))
-    figures = [path for ext in ("png", "pdf", "json") for path in glob.glob(patterns.figure("*", "*", ext))]
+    figures = glob.glob(patterns.figure("*", "*", "png")) + glob.glob(patterns.figure("*", "*", "pdf"))
     checks = [(Path(path), store.read_parquet) for path in tables] + [(Path(path), _check_figure) for path in figures]
+    checks += [(Path(path), store.read_json) for path in glob.glob(patterns.figure("*", "*", "json"))]  # provenance
     return sorted(checks, key=lambda pair: pair[0])
 
 
