@@ -90,7 +90,7 @@ def run_copy(smoke_run, tmp_path) -> Path:
 def test_verify_passes_on_a_clean_store_and_names_damage(run_copy):
     results = run_copy / "results"
     report = integrity.verify(str(results))
-    assert report.problems == [] and report.checked > 20
+    assert report.problems == [] and report.incomplete == [] and report.checked > 20
     cell = next((results / "cells").iterdir())
     metrics = cell / "metrics.parquet"
     os.truncate(metrics, metrics.stat().st_size // 2)
@@ -105,7 +105,12 @@ def test_verify_passes_on_a_clean_store_and_names_damage(run_copy):
     os.truncate(png, png.stat().st_size - 1)
     os.truncate(pdf, pdf.stat().st_size // 2)
     provenance.write_text("{")
-    problems = integrity.verify(str(results)).problems
+    undrawn = results / "figures" / "cui2024" / "F2"
+    for ext in ("png", "json"):
+        (undrawn.parent / f"F2.{ext}").unlink()
+    report = integrity.verify(str(results))
+    assert f"{undrawn}: no png or json file (run snakemake to make it)" in report.incomplete
+    problems = report.problems
     assert any(f"{metrics}: unreadable Parquet" in p for p in problems)
     assert any(f"{record}: its spec hashes to" in p for p in problems)
     damaged = {tidy: "unreadable Parquet", claims: "unreadable Parquet", png: "not a complete PNG file",

@@ -6,7 +6,8 @@ Content-addressed entries are test/training sets (results/data/<id>.parquet) and
 recomputed here and compared with where it is stored and with what its files say.
 The files with readable names (theory tables, each figure's tidy data, PNG, PDF and
 provenance record, claim verdicts) have no identity record; Snakemake remakes them when
-they are missing, so they are checked for being complete and readable only.
+they are missing, so they are checked for being complete and readable, and a figure whose
+files are there only in part is named as incomplete.
 """
 
 from __future__ import annotations
@@ -84,6 +85,23 @@ def _named_files(results: str) -> list[tuple[Path, Callable[[Path], object]]]:
     return sorted(checks, key=lambda pair: pair[0])
 
 
+# The files of one figure: its tidy data (rule tidy), then what rule draw writes from it.
+FIGURE_FILES = ("parquet", "png", "pdf", "json")
+
+
+def _partial_figures(results: str) -> list[str]:
+    """Figures of which some files are there and others not (a run stopped between the
+    tidy and the draw job, or a file deleted since): Snakemake makes the missing ones."""
+    patterns = store.Layout(glob.escape(results))
+    names = {path.removesuffix(f".{ext}") for ext in FIGURE_FILES for path in glob.glob(patterns.figure("*", "*", ext))}
+    partial = []
+    for name in sorted(names):
+        missing = [ext for ext in FIGURE_FILES if not Path(f"{name}.{ext}").is_file()]
+        if missing:
+            partial.append(f"{name}: no {' or '.join(missing)} file (run snakemake to make it)")
+    return partial
+
+
 def _check_named_files(results: str, report: Report) -> None:
     for path, check in _named_files(results):
         report.checked += 1
@@ -91,6 +109,7 @@ def _check_named_files(results: str, report: Report) -> None:
             check(path)
         except store.StoreError as err:
             report.problems.append(f"{err}; delete it and run snakemake again to remake it")
+    report.incomplete += _partial_figures(results)
 
 
 def verify(results: str) -> Report:
