@@ -74,42 +74,48 @@ def _check_figure(path: Path) -> None:
         raise store.StoreError(f"{path}: not a complete {path.suffix[1:].upper()} file")
 
 
-def _named_files(results: str) -> list[tuple[Path, Callable[[Path], object]]]:
-    """Every theory table, figure (tidy data, PNG, PDF, provenance) and claims file, where
-    the layout puts them, with the function that checks it."""
+# The files of one figure, with the function that checks each: its tidy data (rule tidy;
+# the layout puts it beside the drawing, as <name>.parquet), then what rule draw writes.
+FIGURE_FILES = {"parquet": store.read_parquet, "png": _check_figure, "pdf": _check_figure, "json": store.read_json}
+
+
+def _figure_files(results: str) -> list[Path]:
+    """Every file of every figure, where the layout puts them."""
     patterns = store.Layout(glob.escape(results))   # its paths, with wildcards for the names
-    tables = glob.glob(patterns.theory("*", "*")) + glob.glob(patterns.tidy("*", "*")) + glob.glob(patterns.claims("*"))
-    figures = glob.glob(patterns.figure("*", "*", "png")) + glob.glob(patterns.figure("*", "*", "pdf"))
-    checks = [(Path(path), store.read_parquet) for path in tables] + [(Path(path), _check_figure) for path in figures]
-    checks += [(Path(path), store.read_json) for path in glob.glob(patterns.figure("*", "*", "json"))]  # provenance
+    return [Path(path) for ext in FIGURE_FILES for path in glob.glob(patterns.figure("*", "*", ext))]
+
+
+def _named_files(results: str, figure_files: list[Path]) -> list[tuple[Path, Callable[[Path], object]]]:
+    """Every theory table, figure file and claims file, with the function that checks it."""
+    patterns = store.Layout(glob.escape(results))
+    tables = glob.glob(patterns.theory("*", "*")) + glob.glob(patterns.claims("*"))
+    checks = [(Path(path), store.read_parquet) for path in tables]
+    checks += [(path, FIGURE_FILES[path.suffix[1:]]) for path in figure_files]
     return sorted(checks, key=lambda pair: pair[0])
 
 
-# The files of one figure: its tidy data (rule tidy), then what rule draw writes from it.
-FIGURE_FILES = ("parquet", "png", "pdf", "json")
-
-
-def _partial_figures(results: str) -> list[str]:
+def _partial_figures(figure_files: list[Path]) -> list[str]:
     """Figures of which some files are there and others not (a run stopped between the
     tidy and the draw job, or a file deleted since): Snakemake makes the missing ones."""
-    patterns = store.Layout(glob.escape(results))
-    names = {path.removesuffix(f".{ext}") for ext in FIGURE_FILES for path in glob.glob(patterns.figure("*", "*", ext))}
+    found = set(map(str, figure_files))
+    names = {str(path.with_suffix("")) for path in figure_files}   # cuts the last suffix only
     partial = []
     for name in sorted(names):
-        missing = [ext for ext in FIGURE_FILES if not Path(f"{name}.{ext}").is_file()]
+        missing = [ext for ext in FIGURE_FILES if f"{name}.{ext}" not in found]
         if missing:
             partial.append(f"{name}: no {' or '.join(missing)} file (run snakemake to make it)")
     return partial
 
 
 def _check_named_files(results: str, report: Report) -> None:
-    for path, check in _named_files(results):
+    figure_files = _figure_files(results)
+    for path, check in _named_files(results, figure_files):
         report.checked += 1
         try:
             check(path)
         except store.StoreError as err:
             report.problems.append(f"{err}; delete it and run snakemake again to remake it")
-    report.incomplete += _partial_figures(results)
+    report.incomplete += _partial_figures(figure_files)
 
 
 def verify(results: str) -> Report:
