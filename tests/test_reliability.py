@@ -147,10 +147,13 @@ def test_gc_deletes_only_what_no_plan_refers_to(run_copy):
     shutil.copytree(next((results / "cells").iterdir()), stale)
     kept = next(path for path in (results / "cells").iterdir() if path != stale)
     abandoned, writing = kept / ".model.pt.tmp-123-0a0b0c0d", kept / ".model.pt.tmp-456-0e0f1011"
-    abandoned.write_bytes(b"half a checkpoint")
+    abandoned_in_stale = stale / ".model.pt.tmp-789-12131415"  # goes with its cell, not listed apart
+    for path in (abandoned, abandoned_in_stale):
+        path.write_bytes(b"half a checkpoint")
     writing.write_bytes(b"a write in progress")
     an_hour_ago = time.time() - integrity.ABANDONED_WRITE_SECONDS - 1
-    os.utime(abandoned, (an_hour_ago, an_hour_ago))
+    for path in (abandoned, abandoned_in_stale):
+        os.utime(path, (an_hour_ago, an_hour_ago))
     listed = cli(run_copy, "gc")
     assert sorted(listed.stdout.split()) == sorted(str(path.relative_to(run_copy)) for path in (abandoned, stale))
     assert stale.exists() and abandoned.exists()
