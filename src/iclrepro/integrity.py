@@ -63,15 +63,16 @@ def _check_cell(record: dict, path: Path) -> None:
 
 
 # How a complete file of each figure format begins and ends; a truncated one ends otherwise.
-FIGURE_BOUNDS = {".png": (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"), ".pdf": (b"%PDF-", b"%%EOF")}
+FIGURE_BOUNDS = {"png": (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"), "pdf": (b"%PDF-", b"%%EOF")}
 
 
 def _check_figure(path: Path) -> None:
     """A drawn figure is a complete PNG or PDF."""
-    head, tail = FIGURE_BOUNDS[path.suffix]
+    ext = path.suffix[1:]
+    head, tail = FIGURE_BOUNDS[ext]
     data = path.read_bytes()
     if not (data.startswith(head) and data[-16:].rstrip().endswith(tail)):
-        raise store.StoreError(f"{path}: not a complete {path.suffix[1:].upper()} file")
+        raise store.StoreError(f"{path}: not a complete {ext.upper()} file")
 
 
 # The files of one figure, with the function that checks each: its tidy data (rule tidy;
