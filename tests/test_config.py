@@ -36,6 +36,12 @@ def check(raw, schema, edit):
     (lambda c: c["cui2024"]["scales"]["smoke"]["training"].update(seeds="0"),
      r"config cui2024.training.seeds \(scale smoke\): 0 is less than the minimum of 1"),
     (lambda c: c.update(results="../outside"), r"config results: '../outside' must be a relative path"),
+    (lambda c: c.update(papers=None), r"config papers: None is not of type 'array'"),
+    (lambda c: c.update(papers={"chen2024": 1}), r"config papers: \{'chen2024': 1\} is not of type 'array'"),
+    (lambda c: c["chen2024"]["scales"]["quick"]["training"].update(lr=float("nan")),
+     r"config chen2024.training.lr \(scale quick\): nan is not of type 'number'"),
+    (lambda c: c["cui2024"]["training"].update(lr={"full": float("inf"), "reduced": 0.01}),
+     r"config cui2024.training.lr.full: inf is not of type 'number'"),
 ])
 def test_mistakes_name_the_key(raw, schema, edit, message):
     with pytest.raises(config.ConfigError, match=message):

@@ -9,6 +9,7 @@ at parse time with the dotted path of the key.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,8 +55,19 @@ def _dotted(path) -> str:
     return ".".join(str(part) for part in path) or "(top level)"
 
 
+def _is_finite_number(checker, instance) -> bool:
+    return jsonschema.Draft202012Validator.TYPE_CHECKER.is_type(instance, "number") and math.isfinite(instance)
+
+
+# YAML's .nan and .inf (and 1e400, read as text, then as a float) are no setting's value: they
+# would pass the schema's bounds and fail later, when a spec is hashed, with no key named
+FiniteValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("number", _is_finite_number))
+
+
 def _raise_first(schema: dict, instance, prefix: tuple, where: str = "") -> None:
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = FiniteValidator(schema)
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
         error = jsonschema.exceptions.best_match(errors)
@@ -63,11 +75,12 @@ def _raise_first(schema: dict, instance, prefix: tuple, where: str = "") -> None
         raise ConfigError(f"config {path}{where}: {error.message}")
 
 
-def normalise_papers(papers) -> list[str]:
-    """Accept a list or a comma-separated string (as `--config papers=a,b` gives)."""
+def normalise_papers(papers):
+    """Accept a list or a comma-separated string (as `--config papers=a,b` gives); anything
+    else is left for the schema to name (`papers=` gives None)."""
     if isinstance(papers, str):
         papers = [name.strip() for name in papers.split(",") if name.strip()]
-    return list(papers)
+    return papers
 
 
 def paper_schema(schema: dict, paper: str) -> dict:
