@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from iclrepro import cli, config, integrity, plan, provenance, store
+from iclrepro import cli, config, integrity, plan, provenance, store, workspace
 
 
 def test_cell_status_from_files_and_log(tmp_path):
@@ -85,6 +85,20 @@ def test_a_first_config_file_outside_a_workflow_directory_is_named(command, tmp_
     (tmp_path / "more.yaml").write_text("scale: smoke\n")
     assert cli.main([command, "--configfile", str(tmp_path / "more.yaml"), "--results", str(tmp_path)]) == 2
     assert f"{tmp_path} is not a workflow directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["cells", "gc"])
+def test_planning_from_other_package_source_than_the_workflows_is_refused(command, root, tmp_path, capsys):
+    """Ids hash the source: from an edited copy of it, gc would take every stored cell as unused."""
+    workflow = workspace.copy_workflow(root, tmp_path / "workflow")
+    (tmp_path / "results").mkdir()
+    options = ["--configfile", str(workflow / "config.yaml"), "--results", str(tmp_path / "results")]
+    assert cli.main([command, *options]) == 0
+    capsys.readouterr()
+    with open(workflow / "src" / "iclrepro" / "training" / "core.py", "a") as source:
+        source.write("# a local experiment\n")
+    assert cli.main([command, *options]) == 2
+    assert f"the workflow's jobs run the one in {workflow / 'src' / 'iclrepro'}, which differs" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("dirty, checkout", [(False, "commit 3a69bbb"), (True, "commit 3a69bbb, with local changes"),

@@ -49,10 +49,28 @@ def _cells(args) -> None:
         print(f"{paper}: {sum(counts.values())} cells: {summary}", file=sys.stderr)
 
 
+def _package_source(package: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(package)): path.read_bytes() for path in sorted(package.rglob("*.py"))}
+
+
 def _workdir(config_files: list[str]) -> Path:
     """The workflow directory, whose schema the config is checked against: the first config
-    file's (config.yaml lies in it)."""
-    return Path(config_files[0]).resolve().parent
+    file's (config.yaml lies in it).
+
+    Ids hash the package source, and the workflow's jobs import the package from the
+    directory's src/: planned here from other source (a second checkout, a non-installed
+    copy edited since), every stored cell would look unused, and `gc --yes` would delete it.
+    """
+    from iclrepro import store
+
+    workdir = Path(config_files[0]).resolve().parent
+    jobs_package = workdir / "src" / "iclrepro"
+    if (jobs_package.is_dir() and jobs_package.resolve() != store.PACKAGE_ROOT
+            and _package_source(jobs_package) != _package_source(store.PACKAGE_ROOT)):
+        raise IclreproError(f"this iclrepro runs the package source in {store.PACKAGE_ROOT}, but the workflow's jobs "
+                            f"run the one in {jobs_package}, which differs, so the ids planned here would not be "
+                            f"the workflow's; run `PYTHONPATH={jobs_package.parent} python -m iclrepro ...` instead")
+    return workdir
 
 
 def _raw_config(config_files: list[str], settings: list[str]) -> dict:
