@@ -237,6 +237,23 @@ def test_checkpoint_of_another_cell_is_ignored(tmp_path):
     assert checkpoint.load("cell") is None and checkpoint.load("other")["done"] == 50
 
 
+@pytest.mark.parametrize("damage", [
+    lambda path: path.write_bytes(bytes(range(256)) * 8),              # not a torch file at all
+    lambda path: path.write_bytes(path.read_bytes()[:300]),            # cut short
+    lambda path: path.write_bytes(b""),
+    lambda path: torch.save([1, 2], path),                             # no checkpoint's contents
+])
+def test_a_damaged_checkpoint_is_ignored_and_the_cell_trains_from_the_start(damage, tmp_path):
+    spec = cell_spec([0], steps=60)
+    optimisation = core.Optimisation(**spec["training"]["optimisation"])
+    checkpoint = core.Checkpointing(tmp_path / "checkpoint.pt", every_seconds=0)
+    whole = core.fit(training.Regression(spec, torch.device("cpu")), optimisation, "cell", 1, checkpoint=checkpoint)
+    damage(checkpoint.path)
+    assert checkpoint.load("cell") is None
+    again = core.fit(training.Regression(spec, torch.device("cpu")), optimisation, "cell", 1, checkpoint=checkpoint)
+    assert (again.losses == whole.losses).all()
+
+
 def test_progress_lines_report_step_loss_rate_and_time_left(capsys):
     progress = core.Progress("abc", steps=200, every_seconds=0)
     losses = torch.full((200, 2), 0.5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import platform
 import sys
 import time
@@ -167,9 +168,9 @@ class Checkpointing:
             return None
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError):
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError):
             return None  # a damaged checkpoint only costs the work since the previous one
-        return state if state.get("cell") == cell_id else None
+        return state if isinstance(state, dict) and state.get("cell") == cell_id else None
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
