@@ -98,7 +98,8 @@ def test_planning_from_other_package_source_than_the_workflows_is_refused(comman
     with open(workflow / "src" / "iclrepro" / "training" / "core.py", "a") as source:
         source.write("# a local experiment\n")
     assert cli.main([command, *options]) == 2
-    assert f"the workflow's jobs run the one in {workflow / 'src' / 'iclrepro'}, which differs" in capsys.readouterr().err
+    jobs_package = workflow / "src" / "iclrepro"
+    assert f"the workflow's jobs run the one in {jobs_package}, which differs" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("dirty, checkout", [(False, "commit 3a69bbb"), (True, "commit 3a69bbb, with local changes"),

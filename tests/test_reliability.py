@@ -105,6 +105,14 @@ def test_verify_passes_on_a_clean_store_and_names_damage(run_copy):
     os.truncate(png, png.stat().st_size - 1)
     os.truncate(pdf, pdf.stat().st_size // 2)
     provenance.write_text("{")
+    cells = sorted(path for path in (results / "cells").iterdir() if path != cell)
+    (cells[0] / "spec.json").write_text("[1, 2]")
+    data_records = (p for p in (results / "index").glob("*.json") if not (results / "cells" / p.stem).exists())
+    emptied = next(p for p in data_records if p != record)
+    emptied.write_text("{}")
+    markers = sorted((results / "batches").glob("train/*/*.json"))
+    markers[0].write_text("[]")
+    markers[1].write_text('{"members": [')
     undrawn = results / "figures" / "cui2024" / "F2"
     for ext in ("png", "json"):
         (undrawn.parent / f"F2.{ext}").unlink()
@@ -113,6 +121,10 @@ def test_verify_passes_on_a_clean_store_and_names_damage(run_copy):
     problems = report.problems
     assert any(f"{metrics}: unreadable Parquet" in p for p in problems)
     assert any(f"{record}: its spec hashes to" in p for p in problems)
+    assert any(f"{emptied}: unreadable identity record" in p for p in problems)
+    assert any(f"{cells[0] / 'spec.json'}: not a JSON object" in p for p in problems)
+    assert f"{markers[0]}: not a JSON object; delete the marker and rerun" in problems
+    assert any(f"{markers[1]}: not valid JSON" in p for p in problems)
     damaged = {tidy: "unreadable Parquet", claims: "unreadable Parquet", png: "not a complete PNG file",
                pdf: "not a complete PDF file", provenance: "not valid JSON"}
     for path, problem in damaged.items():

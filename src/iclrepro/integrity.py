@@ -119,22 +119,39 @@ def _check_named_files(results: str, report: Report) -> None:
     report.incomplete += _partial_figures(figure_files)
 
 
+def _identity_records(results: str, report: Report) -> dict[str, dict]:
+    """The readable identity records, by id; each one that is not, or hashes to another id, is a problem."""
+    records = {}
+    for path in sorted(Path(results, "index").glob("*.json")):
+        try:
+            record = store.read_json(path)
+            if store.identity_id(record) != path.stem or record["id"] != path.stem:
+                report.problems.append(f"{path}: its spec hashes to {store.identity_id(record)}, not {path.stem}")
+            records[path.stem] = record
+        except (store.StoreError, KeyError, TypeError) as err:
+            report.problems.append(f"{path}: unreadable identity record ({err})")
+    return records
+
+
+def _check_batch_markers(results: str, entries: dict[str, Path], report: Report) -> None:
+    """A batch marker tells snakemake its cells are trained: each must name stored cells."""
+    for path in sorted(Path(results, "batches").glob("train/*/*.json")):
+        try:
+            members = store.read_json(path).get("members", [])
+        except store.StoreError as err:
+            report.problems.append(f"{err}; delete the marker and rerun")
+            continue
+        for member in members:
+            if member not in entries:
+                report.problems.append(f"{path}: member {member} is missing; delete the marker and rerun")
+
+
 def verify(results: str) -> Report:
     """Recompute every recorded id and check each entry's files are readable and consistent."""
     layout, report = store.Layout(results), Report()
     entries = _entries(layout)
-    records = {}
-    for path in sorted(Path(results, "index").glob("*.json")):
-        try:
-            records[path.stem] = record = store.read_json(path)
-            if store.identity_id(record) != path.stem or record["id"] != path.stem:
-                report.problems.append(f"{path}: its spec hashes to {store.identity_id(record)}, not {path.stem}")
-        except (store.StoreError, KeyError, TypeError) as err:
-            report.problems.append(f"{path}: unreadable identity record ({err})")
-    for path in sorted(Path(results, "batches").glob("train/*/*.json")):
-        for member in store.read_json(path).get("members", []):
-            if member not in entries:
-                report.problems.append(f"{path}: member {member} is missing; delete the marker and rerun")
+    records = _identity_records(results, report)
+    _check_batch_markers(results, entries, report)
     for node_id, path in sorted(entries.items()):
         report.checked += 1
         record = records.get(node_id)

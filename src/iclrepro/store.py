@@ -209,13 +209,17 @@ def write_json(obj, path) -> None:
 
 
 def read_json(path) -> dict:
+    """A JSON object (every JSON file the store writes is one)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except FileNotFoundError:
         raise StoreError(f"{path}: missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise StoreError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise StoreError(f"{path}: not a JSON object")
+    return value
 
 
 # ---------------------------------------------------------------------------
