@@ -50,6 +50,14 @@ def test_a_mistyped_results_directory_is_an_error_not_an_empty_store(command, tm
     assert "reslts: no results directory here" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["cells", "verify", "gc"])
+def test_a_directory_that_holds_no_store_is_no_results_directory(command, tmp_path, capsys):
+    cell = tmp_path / "results" / "cells" / ("a" * 16)
+    cell.mkdir(parents=True)
+    assert cli.main([command, "--results", str(cell.parent)]) == 2
+    assert f"{cell.parent}: not a results directory, as it holds none of index/, " in capsys.readouterr().err
+
+
 MORE_SEEDS = "cui2024={scales: {smoke: {training: {seeds: 3}}}}"
 
 

@@ -18,6 +18,10 @@ from pathlib import Path
 from iclrepro.errors import IclreproError
 from iclrepro.papers import REGISTRY
 
+# What a results directory holds once a run has stored anything (store.Layout): a directory
+# with other things and none of these is a mistyped --results (results/cells, say)
+RESULTS_FOLDERS = ("index", "data", "cells", "theory", "figures", "claims", "logs")
+
 
 def _claims_table(args) -> None:
     from iclrepro.evaluation import claims
@@ -88,6 +92,11 @@ def _results_dir(args, config_files: list[str]) -> str:
     results = args.results or config.check_results_dir(_raw_config(config_files, args.config).get("results", "results"))
     if not Path(results).is_dir():
         raise IclreproError(f"{results}: no results directory here (run snakemake first, or name it with --results)")
+    shown = [path for path in Path(results).iterdir() if not path.name.startswith(".")]
+    if shown and not any(Path(results, name).is_dir() for name in RESULTS_FOLDERS):
+        folders = ", ".join(name + "/" for name in RESULTS_FOLDERS)
+        raise IclreproError(f"{results}: not a results directory, as it holds none of {folders} "
+                            "(name the directory snakemake writes)")
     return results
 
 
