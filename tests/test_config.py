@@ -9,6 +9,7 @@ import yaml
 from snakemake.cli import parse_config
 from snakemake.utils import update_config
 
+from conftest import copy_workflow, snakemake
 from iclrepro import config, plan
 
 
@@ -85,6 +86,28 @@ def test_command_line_settings_read_as_snakemakes_config_reads_them():
     assert config.parse_settings(entries) == parse_config(entries)
     with pytest.raises(config.ConfigError, match="--config 'scale': a setting is KEY=VALUE"):
         config.parse_settings(["scale"])
+
+
+def test_a_setting_the_chosen_scale_overrides_is_named(root, tmp_path):
+    """A run's `chen2024.training.seeds: 3` changes nothing at the quick scale, which sets seeds
+    itself; config.yaml's own base values, and keys the scale leaves alone, are no such case."""
+    overlay = tmp_path / "more.yaml"
+    overlay.write_text("chen2024: {training: {seeds: 3, weight_decay: 0.1}}\n")
+    settings = {"chen2024": {"s": 2, "scales": {"quick": {"s": 2}}}}
+    files = [root / "config.yaml", overlay]
+    merged = config.deep_merge(config.read(files), settings)
+    assert config.shadowed_settings(files, settings, merged, root) == [
+        f"chen2024.training.seeds (from {overlay}) changes nothing at scale quick, whose "
+        "chen2024.scales.quick.training.seeds sets it: set that key instead",
+        "chen2024.s (from --config) changes nothing at scale quick, whose chen2024.scales.quick.s sets it: "
+        "set that key instead"]
+    assert config.shadowed_settings(files, settings, dict(merged, scale="paper"), root) == []
+
+
+def test_snakemake_warns_of_a_setting_the_chosen_scale_overrides(tmp_path):
+    dry_run = snakemake(copy_workflow(tmp_path), "-n", "--config", "papers=chen2024", "chen2024={training: {seeds: 3}}")
+    assert ("iclrepro: warning: config chen2024.training.seeds (from --config) changes nothing at scale quick"
+            in dry_run.stderr)
 
 
 def test_papers_accepts_a_comma_separated_string(raw, schema):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import jsonschema
@@ -91,6 +91,43 @@ def paper_schema(schema: dict, paper: str) -> dict:
 def merged_block(block: dict, scale: str) -> dict:
     base = {key: value for key, value in block.items() if key != "scales"}
     return deep_merge(base, (block.get("scales") or {}).get(scale) or {})
+
+
+def _leaf_paths(settings: Mapping, prefix: tuple = ()) -> Iterator[tuple]:
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            yield from _leaf_paths(value, prefix + (key,))
+        else:
+            yield prefix + (key,)
+
+
+def _sets(settings: Mapping, path: tuple) -> bool:
+    for key in path:
+        if not isinstance(settings, Mapping) or key not in settings:
+            return False
+        settings = settings[key]
+    return True
+
+
+def shadowed_settings(config_files: Sequence[Path], settings: Mapping, config: dict, workdir: Path) -> list[str]:
+    """The paper settings that a run's own config files (those read over the workflow's
+    config.yaml) or `--config` settings give outside `scales:`, but which the chosen scale's
+    block sets too: the scale's value wins, so they change nothing (a silent trap)."""
+    base = (Path(workdir) / "config.yaml").resolve()
+    overlays = {str(path): read(path) for path in config_files if Path(path).resolve() != base}
+    overlays["--config"] = settings
+    scale, found = config.get("scale"), []
+    for source, overlay in overlays.items():
+        for paper, block in overlay.items():
+            if not isinstance(block, Mapping) or not isinstance(config.get(paper), Mapping):
+                continue
+            scale_block = (config[paper].get("scales") or {}).get(scale) or {}
+            for path in _leaf_paths({key: value for key, value in block.items() if key != "scales"}):
+                if _sets(scale_block, path):
+                    key = ".".join(map(str, path))
+                    found.append(f"{paper}.{key} (from {source}) changes nothing at scale {scale}, whose "
+                                 f"{paper}.scales.{scale}.{key} sets it: set that key instead")
+    return found
 
 
 def validate(config: dict, schema: dict) -> None:
