@@ -30,8 +30,13 @@ def test_failed_cell_is_named_and_the_rest_is_kept(tmp_path):
     results, marker, log = str(tmp_path / "results"), tmp_path / "marker.json", tmp_path / "batch.log"
     layout = store.Layout(results)
     good, bad = cell_payload("a" * 16, 0.01), cell_payload("b" * 16, -1.0)
-    with pytest.raises(batch.BatchError, match=r"1 of 2 members failed:\n" + "b" * 16 + r".*Invalid learning rate"):
+    settings = "isotropic d=2 sigma2=0 D=3 reduced H=1 init=identity seeds=1"
+    failure = rf"1 of 2 members failed:\n{'b' * 16} \({settings}\), log .*Invalid learning rate"
+    with pytest.raises(batch.BatchError, match=failure):
         batch.run([bad, good], str(marker), results, log=str(log))
+    started, failed, *_ = log.read_text().splitlines()
+    assert started == f"{'b' * 16} ({settings}): started"
+    assert failed.startswith(f"{'b' * 16}: FAILED (")
     assert store.read_parquet(layout.data("d" * 16), content="d" * 16).num_rows == 20  # made on demand
     assert (tmp_path / "results" / "cells" / ("a" * 16) / "metrics.parquet").is_file() and not marker.exists()
     assert "Traceback" in open(layout.log("train", "b" * 16)).read()
@@ -39,3 +44,11 @@ def test_failed_cell_is_named_and_the_rest_is_kept(tmp_path):
     batch.run([cell_payload("b" * 16, 0.01), good], str(marker), results, log=str(log))
     assert json.loads(marker.read_text())["members"] == ["b" * 16, "a" * 16]
     assert f"{'a' * 16}: already done" in log.read_text()
+
+
+def test_the_batch_log_names_a_member_while_it_trains(tmp_path, monkeypatch):
+    """A job killed outright leaves a batch log (the one Snakemake names) that says which cell it was on."""
+    log, seen = tmp_path / "batch.log", []
+    monkeypatch.setattr(batch, "run_member", lambda payload, layout, threads: seen.append(log.read_text()))
+    batch.run([cell_payload("a" * 16, 0.01)], str(tmp_path / "marker.json"), str(tmp_path / "results"), log=str(log))
+    assert seen == [f"{'a' * 16} (isotropic d=2 sigma2=0 D=3 reduced H=1 init=identity seeds=1): started\n"]

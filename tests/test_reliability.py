@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -182,3 +183,11 @@ def test_a_failing_job_writes_its_error_to_the_log_snakemake_names(run_copy):
     log = run_copy / "results" / "logs" / "draw" / "cui2024" / "F1.log"
     assert failed.returncode != 0 and f"log: {log.relative_to(run_copy)} (check log file" in failed.stderr
     assert "StoreError" in log.read_text() and "F1.parquet" in log.read_text()
+
+
+def test_a_diverging_batch_names_its_cells_and_learning_rate_without_a_traceback(run_copy):
+    diverging = "cui2024={scales: {smoke: {training: {lr: {full: 1e30, reduced: 1e30}}}}}"
+    failed = snakemake(run_copy, "--config", "scale=smoke", "papers=cui2024", diverging, check=False)
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert re.search(r"iclrepro: error: \d+ of \d+ members failed:\n[0-9a-f]{16} \(isotropic d=5 .*\), log .*: "
+                     r"DivergenceError: .* at learning rate 1e\+30; lower it", failed.stderr)

@@ -54,7 +54,8 @@ class Diverging(core.Objective):
 
 
 def test_nan_loss_stops_training_naming_cell_and_step():
-    with pytest.raises(core.DivergenceError, match=r"cell abc123: training loss is nan at step 7 \(seed index 0\)"):
+    message = r"cell abc123: training loss is nan at step 7 \(seed index 0\) at learning rate 0.1; lower it"
+    with pytest.raises(core.DivergenceError, match=message):
         core.fit(Diverging(bad_step=7), core.Optimisation(steps=60, lr=0.1), "abc123", 1)
 
 

@@ -2,20 +2,25 @@
 
 Cells already done are skipped, so a rerun after a kill or a failure finishes only
 what is missing, and a new member in a bucket costs only its own work. Each member
-writes its own log (results/logs/<stage>/<id>.log). A member that fails does not stop
-the others; the batch fails at the end, naming every failed member and its error, and
-its marker (the Snakemake output) is written only when every member is done.
+writes its own log (results/logs/<stage>/<id>.log); the batch's log gains a line as each
+member starts and ends, so the log Snakemake names says which cell a killed job was on. A
+member that fails does not stop the others; the batch fails at the end, naming every
+failed member, its settings and its error, and its marker (the Snakemake output) is
+written only when every member is done.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 from iclrepro import plan, store
 from iclrepro.errors import IclreproError
+from iclrepro.papers import REGISTRY
 
 
 class BatchError(IclreproError):
@@ -41,23 +46,43 @@ def run_member(payload: dict, layout: store.Layout, threads: int) -> str | None:
     return None
 
 
+def _line_writer(log: str | None) -> Callable[[str], None]:
+    """Append a line to the batch log at once (nothing to write without one)."""
+    if log is None:
+        return lambda line: None
+    path = Path(log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+
+    def write(line: str) -> None:
+        with path.open("a") as handle:
+            handle.write(line + "\n")
+    return write
+
+
+def _named(payload: dict) -> str:
+    """A member's id and its key settings, as `iclrepro cells` shows them."""
+    planner = importlib.import_module(REGISTRY[payload["paper"]].planner)
+    return f"{payload['id']} ({planner.describe(payload['spec'])})"
+
+
 def run(members: list[dict], marker: str, results: str, threads: int = 1, log: str | None = None) -> None:
     """Run every member that is not done, then write the batch marker."""
-    layout = store.Layout(results)
+    layout, write = store.Layout(results), _line_writer(log)
     summary, failed = [], []
     for payload in members:
         if Path(layout.cell(payload["id"])).is_file():
             summary.append(f"{payload['id']}: already done")
+            write(summary[-1])
             continue
+        write(f"{_named(payload)}: started")
         started = time.monotonic()
         error = run_member(payload, layout, threads)
         status = f"FAILED ({error})" if error else f"done in {time.monotonic() - started:.1f} s"
         summary.append(f"{payload['id']}: {status}")
+        write(summary[-1])
         if error:
-            failed.append(f"{payload['id']} ({layout.log(payload['stage'], payload['id'])}): {error}")
-    if log:
-        Path(log).parent.mkdir(parents=True, exist_ok=True)
-        Path(log).write_text("\n".join(summary) + "\n")
+            failed.append(f"{_named(payload)}, log {layout.log(payload['stage'], payload['id'])}: {error}")
     if failed:
         raise BatchError(f"{len(failed)} of {len(members)} members failed:\n" + "\n".join(failed))
     store.write_json({"members": [payload["id"] for payload in members], "log": summary}, marker)

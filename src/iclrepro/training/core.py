@@ -302,7 +302,7 @@ class EnsembleModule(pl.LightningModule):
             step, seed = (int(i) for i in bad.nonzero()[0])
             raise DivergenceError(
                 f"cell {self.cell_id}: training loss is {window[step, seed].item()} at step "
-                f"{self.checked + step} (seed index {seed}); lower the learning rate")
+                f"{self.checked + step} (seed index {seed}) at learning rate {self.optimisation.lr:g}; lower it")
         self.checked = upto
 
     def configure_optimizers(self):
