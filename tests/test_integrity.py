@@ -61,9 +61,11 @@ def test_a_directory_that_holds_no_store_is_no_results_directory(command, tmp_pa
 MORE_SEEDS = "cui2024={scales: {smoke: {training: {seeds: 3}}}}"
 
 
-def test_cells_and_gc_name_the_config_as_snakemake_does(root, tmp_path, capsys):
-    """`iclrepro cells` given a run's `--configfile config.yaml more.yaml` or `--config KEY=VALUE`
-    lists that run's cells; `gc` keeps what each configuration it is given plans."""
+def test_cells_and_gc_name_the_config_as_snakemake_does(root, tmp_path, capsys, monkeypatch):
+    """`iclrepro cells` given a run's `--configfile config.yaml more.yaml`, `--configfile more.yaml`
+    (snakemake reads the workflow's config.yaml first) or `--config KEY=VALUE` lists that run's
+    cells; `gc` keeps what each configuration it is given plans."""
+    monkeypatch.chdir(root)
     (tmp_path / "more.yaml").write_text(MORE_SEEDS.replace("=", ": ", 1) + "\n")
     default, more = [str(root / "config.yaml")], [str(root / "config.yaml"), str(tmp_path / "more.yaml")]
     smoke_cui2024 = {"scale": "smoke", "papers": "cui2024"}
@@ -78,20 +80,24 @@ def test_cells_and_gc_name_the_config_as_snakemake_does(root, tmp_path, capsys):
     cells_of = ("--scale", "smoke", "--papers", "cui2024")
     assert listed("cells", "--configfile", *more, *cells_of) == planned[1]
     assert listed("cells", "--configfile", *default, "--config", MORE_SEEDS, *cells_of) == planned[1]
+    assert listed("cells", "--configfile", more[1], *cells_of) == planned[1]
 
     stale = "f" * 16
     for cell in planned[0] | planned[1] | {stale}:
         (tmp_path / "results" / "cells" / cell).mkdir(parents=True)
     assert listed("gc") == planned[1] | {stale}
     assert listed("gc", "--configfile", *more) == planned[0] | {stale}
+    assert listed("gc", "--configfile", more[1]) == planned[0] | {stale}
     assert listed("gc", "--config", MORE_SEEDS) == planned[0] | {stale}
     assert listed("gc", "--configfile", *default, "--configfile", *more) == {stale}
 
 
 @pytest.mark.parametrize("command", ["cells", "gc"])
-def test_a_first_config_file_outside_a_workflow_directory_is_named(command, tmp_path, capsys):
-    (tmp_path / "more.yaml").write_text("scale: smoke\n")
-    assert cli.main([command, "--configfile", str(tmp_path / "more.yaml"), "--results", str(tmp_path)]) == 2
+def test_a_config_yaml_outside_a_workflow_directory_is_named(command, tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text("scale: smoke\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    assert cli.main([command, "--configfile", str(tmp_path / "config.yaml"), "--results", str(results)]) == 2
     assert f"{tmp_path} is not a workflow directory" in capsys.readouterr().err
 
 

@@ -36,8 +36,9 @@ def _cells(args) -> None:
 
     shorthands = {key: value for key, value in (("scale", args.scale), ("papers", args.papers)) if value}
     overrides = config.deep_merge(config.parse_settings(args.config), shorthands)
-    resolved = config.load(args.configfile, overrides, _workdir(args.configfile))
-    layout = store.Layout(_results_dir(args, args.configfile) if args.results else resolved["results"])
+    files = _as_snakemake_reads(args.configfile)
+    resolved = config.load(files, overrides, _workdir(files))
+    layout = store.Layout(_results_dir(args, files) if args.results else resolved["results"])
     rows = []
     for node in plan.build(resolved).cells.values():
         if args.paper and node.paper != args.paper:
@@ -51,6 +52,12 @@ def _cells(args) -> None:
         counts = Counter(row[3] for row in rows if row[1] == paper)
         summary = ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "failed", "interrupted", "pending"))
         print(f"{paper}: {sum(counts.values())} cells: {summary}", file=sys.stderr)
+
+
+def _as_snakemake_reads(config_files: list[str]) -> list[str]:
+    """The config files snakemake reads given `--configfile FILE...`: the Snakefile's own
+    config.yaml (in the current directory) first, unless the first FILE is a config.yaml."""
+    return config_files if Path(config_files[0]).name == "config.yaml" else ["config.yaml", *config_files]
 
 
 def _package_source(package: Path) -> dict[str, bytes]:
@@ -103,7 +110,7 @@ def _results_dir(args, config_files: list[str]) -> str:
 def _verify(args) -> int:
     from iclrepro import integrity
 
-    report = integrity.verify(_results_dir(args, args.configfile))
+    report = integrity.verify(_results_dir(args, _as_snakemake_reads(args.configfile)))
     print("\n".join(report.lines()))
     return 1 if report.problems else 0
 
@@ -111,7 +118,7 @@ def _verify(args) -> int:
 def _gc(args) -> None:
     from iclrepro import integrity
 
-    configurations = args.configfile or [["config.yaml"]]
+    configurations = [_as_snakemake_reads(files) for files in args.configfile or [["config.yaml"]]]
     referenced = set().union(*(integrity.referenced_ids(_raw_config(files, args.config), _workdir(files))
                                for files in configurations))
     unused = integrity.garbage(_results_dir(args, configurations[0]), referenced)

@@ -48,7 +48,7 @@ def load_schema(workdir: str | Path = ".") -> dict:
         return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no config schema here; {workdir} is not a workflow directory "
-                          "(the first config file must be a workflow's config.yaml)") from None
+                          "(run iclrepro in the workflow directory, or name its config.yaml first)") from None
 
 
 def _dotted(path) -> str:
