@@ -6,12 +6,15 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from iclrepro import cli, config, integrity, plan, provenance, store, workspace
+from iclrepro import batch, cli, config, integrity, plan, provenance, store, workspace
 
 
 def test_cell_status_from_files_and_log(tmp_path):
@@ -27,6 +30,20 @@ def test_cell_status_from_files_and_log(tmp_path):
     os.makedirs(layout.cell_dir("a" * 16))
     open(layout.cell("a" * 16), "w").close()
     assert integrity.cell_status(layout, "a" * 16, log) == "done"
+
+
+def test_a_fresh_log_whose_job_ended_on_this_machine_is_interrupted(tmp_path, monkeypatch):
+    """A job killed outright writes no error; its log, still fresh, names a process that is gone."""
+    layout, cell = store.Layout(str(tmp_path)), "a" * 16
+    log, seen = Path(layout.log("train", cell)), []
+    monkeypatch.setattr(plan, "run", lambda *args, **kwargs: seen.append(integrity.cell_status(layout, cell, log)))
+    batch.run_member({"stage": "train", "id": cell, "data": []}, layout, threads=1)
+    assert seen == ["running"]
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    log.write_text(log.read_text().replace(f"job {os.getpid()} ", f"job {ended.stdout.strip()} "))
+    assert integrity.cell_status(layout, cell, log) == "interrupted"
+    log.write_text(log.read_text().replace(f" on {socket.gethostname()}", " on a-cluster-node"))
+    assert integrity.cell_status(layout, cell, log) == "running"  # another machine's job cannot be told
 
 
 def test_result_differences_names_changed_and_missing_results(tmp_path):

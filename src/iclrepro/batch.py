@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
+import re
+import socket
 import time
 import traceback
 from pathlib import Path
@@ -33,11 +36,30 @@ def member_arguments(payload: dict, layout: store.Layout, threads: int) -> dict:
             "out_dir": layout.cell_dir(payload["id"]), "threads": threads}
 
 
+JOB_LINE = re.compile(r"iclrepro: job (\d+) on (\S+)\n")
+
+
+def job_gone(log_text: str) -> bool:
+    """Whether the job a member's log names ran on this machine and has ended (killed, as
+    it wrote no error); a job on another machine, a cluster node, cannot be told."""
+    job = JOB_LINE.match(log_text)
+    if job is None or job.group(2) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(job.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, under another user
+        return False
+    return False
+
+
 def run_member(payload: dict, layout: store.Layout, threads: int) -> str | None:
     """Run one member with its output captured in its log; return its error or None."""
     log = Path(layout.log(payload["stage"], payload["id"]))
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+        print(f"iclrepro: job {os.getpid()} on {socket.gethostname()}", flush=True)  # read by job_gone
         try:
             plan.run(payload, layout.root, **member_arguments(payload, layout, threads))
         except Exception as err:  # noqa: BLE001 - reported with its traceback, the batch goes on

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iclrepro import config, plan, store
+from iclrepro import batch, config, plan, store
 
 SCALES = config.SCALES
 ACCELERATORS = ("cpu", "cuda")
@@ -173,7 +173,8 @@ STALE_SECONDS = 600  # a running cell writes a progress line at least every 30 s
 
 
 def cell_status(layout: store.Layout, node_id: str, log: Path) -> str:
-    """done, failed (the job's log shows an error), running, interrupted or pending."""
+    """done, failed (the job's log shows an error), running, interrupted (its job ended on
+    this machine, or its log is stale) or pending."""
     if Path(layout.cell(node_id)).is_file():
         return "done"
     if not log.is_file():
@@ -181,7 +182,8 @@ def cell_status(layout: store.Layout, node_id: str, log: Path) -> str:
     text = log.read_text(errors="replace")
     if "Traceback" in text or "Error" in text:
         return "failed"
-    return "running" if time.time() - log.stat().st_mtime < STALE_SECONDS else "interrupted"
+    stale = time.time() - log.stat().st_mtime >= STALE_SECONDS
+    return "interrupted" if stale or batch.job_gone(text) else "running"
 
 
 def referenced_ids(raw: dict, workdir: str | Path) -> set[str]:
