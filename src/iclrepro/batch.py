@@ -12,7 +12,6 @@ written only when every member is done.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import re
 import socket
@@ -23,7 +22,6 @@ from typing import Callable
 
 from iclrepro import plan, store
 from iclrepro.errors import IclreproError
-from iclrepro.papers import REGISTRY
 
 
 class BatchError(IclreproError):
@@ -82,12 +80,6 @@ def _line_writer(log: str | None) -> Callable[[str], None]:
     return write
 
 
-def _named(payload: dict) -> str:
-    """A member's id and its key settings, as `iclrepro cells` shows them."""
-    planner = importlib.import_module(REGISTRY[payload["paper"]].planner)
-    return f"{payload['id']} ({planner.describe(payload['spec'])})"
-
-
 def run(members: list[dict], marker: str, results: str, threads: int = 1, log: str | None = None) -> None:
     """Run every member that is not done, then write the batch marker."""
     layout, write = store.Layout(results), _line_writer(log)
@@ -97,14 +89,15 @@ def run(members: list[dict], marker: str, results: str, threads: int = 1, log: s
             summary.append(f"{payload['id']}: already done")
             write(summary[-1])
             continue
-        write(f"{_named(payload)}: started")
+        named = f"{payload['id']} ({plan.describe(payload['paper'], payload['spec'])})"  # as `iclrepro cells` shows it
+        write(f"{named}: started")
         started = time.monotonic()
         error = run_member(payload, layout, threads)
         status = f"FAILED ({error})" if error else f"done in {time.monotonic() - started:.1f} s"
         summary.append(f"{payload['id']}: {status}")
         write(summary[-1])
         if error:
-            failed.append(f"{_named(payload)}, log {layout.log(payload['stage'], payload['id'])}: {error}")
+            failed.append(f"{named}, log {layout.log(payload['stage'], payload['id'])}: {error}")
     if failed:
         raise BatchError(f"{len(failed)} of {len(members)} members failed:\n" + "\n".join(failed))
     store.write_json({"members": [payload["id"] for payload in members], "log": summary}, marker)

@@ -43,9 +43,9 @@ def _cells(args) -> None:
     for node in plan.build(resolved).cells.values():
         if args.paper and node.paper != args.paper:
             continue
-        planner = importlib.import_module(REGISTRY[node.paper].planner)
-        log = Path(layout.root) / "logs" / "train" / f"{node.id}.log"
-        rows.append((node.id, node.paper, planner.describe(node.spec), integrity.cell_status(layout, node.id, log)))
+        log = Path(layout.log("train", node.id))
+        rows.append((node.id, node.paper, plan.describe(node.paper, node.spec),
+                     integrity.cell_status(layout, node.id, log)))
     for row in sorted(rows, key=lambda r: (r[1], r[2])):
         print("\t".join(row))
     for paper in sorted({row[1] for row in rows}):

@@ -228,7 +228,7 @@ def garbage(results: str, referenced: set[str]) -> list[Path]:
     and temporary files that killed writes left outside those entries (deleting an unused
     cell deletes the temporary files in it)."""
     unused = [path for node_id, path in _entries(store.Layout(results)).items() if node_id not in referenced]
-    unused_cells = [path for path in unused if path.is_dir()]
+    unused_cells = {path for path in unused if path.is_dir()}
     unused += [path for path in Path(results, "index").glob("*.json") if path.stem not in referenced]
     unused += [path for path in Path(results, "batches").glob("train/*/*.json") if path.stem not in referenced]
     unused += [path for path in _abandoned_writes(results) if path.parent not in unused_cells]

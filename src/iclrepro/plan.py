@@ -224,6 +224,11 @@ class Plan:
         return paths + [self.layout.claims_table("md"), self.layout.claims_table("html")]
 
 
+def describe(paper: str, spec: dict) -> str:
+    """One line of a cell's key settings, by its paper's planner (`iclrepro cells`, batch logs)."""
+    return importlib.import_module(REGISTRY[paper].planner).describe(spec)
+
+
 def build(config: dict) -> Plan:
     """The plan of every selected paper under the resolved config."""
     plan = Plan(store.Layout(config["results"]))
