@@ -90,10 +90,11 @@ def test_command_line_settings_read_as_snakemakes_config_reads_them():
 
 def test_a_setting_the_chosen_scale_overrides_is_named(root, tmp_path):
     """A run's `chen2024.training.seeds: 3` changes nothing at the quick scale, which sets seeds
-    itself; config.yaml's own base values, and keys the scale leaves alone, are no such case."""
+    itself; config.yaml's own base values, keys the scale leaves alone, and a key whose source
+    sets it in the scale's block too (n below) are no such case."""
     overlay = tmp_path / "more.yaml"
     overlay.write_text("chen2024: {training: {seeds: 3, weight_decay: 0.1}}\n")
-    settings = {"chen2024": {"s": 2, "scales": {"quick": {"s": 2}}}}
+    settings = {"chen2024": {"s": 2, "n": 20, "scales": {"quick": {"n": 20}}}}
     files = [root / "config.yaml", overlay]
     merged = config.deep_merge(config.read(files), settings)
     assert config.shadowed_settings(files, settings, merged, root) == [

@@ -112,7 +112,8 @@ def _sets(settings: Mapping, path: tuple) -> bool:
 def shadowed_settings(config_files: Sequence[Path], settings: Mapping, config: dict, workdir: Path) -> list[str]:
     """The paper settings that a run's own config files (those read over the workflow's
     config.yaml) or `--config` settings give outside `scales:`, but which the chosen scale's
-    block sets too: the scale's value wins, so they change nothing (a silent trap)."""
+    block sets too: the scale's value wins, so they change nothing (a silent trap). A source
+    that sets the key in that scale's block as well has done what the warning would ask."""
     base = (Path(workdir) / "config.yaml").resolve()
     overlays = {str(path): read(path) for path in config_files if Path(path).resolve() != base}
     overlays["--config"] = settings
@@ -122,8 +123,9 @@ def shadowed_settings(config_files: Sequence[Path], settings: Mapping, config: d
             if not isinstance(block, Mapping) or not isinstance(config.get(paper), Mapping):
                 continue
             scale_block = (config[paper].get("scales") or {}).get(scale) or {}
+            own_scale_block = (block.get("scales") or {}).get(scale) or {}
             for path in _leaf_paths({key: value for key, value in block.items() if key != "scales"}):
-                if _sets(scale_block, path):
+                if _sets(scale_block, path) and not _sets(own_scale_block, path):
                     key = ".".join(map(str, path))
                     found.append(f"{paper}.{key} (from {source}) changes nothing at scale {scale}, whose "
                                  f"{paper}.scales.{scale}.{key} sets it: set that key instead")
