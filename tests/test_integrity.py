@@ -109,6 +109,18 @@ def test_cells_and_gc_name_the_config_as_snakemake_does(root, tmp_path, capsys, 
     assert listed("gc", "--configfile", *default, "--configfile", *more) == {stale}
 
 
+def test_cells_warns_of_a_setting_the_chosen_scale_overrides(root, tmp_path, capsys, monkeypatch):
+    """As snakemake does: listed under the setting, the cells would not be the ones it meant."""
+    monkeypatch.chdir(root)
+    (tmp_path / "results").mkdir()
+    options = ["--scale", "smoke", "--papers", "cui2024", "--results", str(tmp_path / "results")]
+    assert cli.main(["cells", *options, "--config", "cui2024={training: {seeds: 3}}"]) == 0
+    assert ("iclrepro: warning: config cui2024.training.seeds (from --config) changes nothing at scale smoke"
+            in capsys.readouterr().err)
+    assert cli.main(["cells", *options, "--config", MORE_SEEDS]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["cells", "gc"])
 def test_a_config_yaml_outside_a_workflow_directory_is_named(command, tmp_path, capsys):
     (tmp_path / "config.yaml").write_text("scale: smoke\n")

@@ -37,7 +37,10 @@ def _cells(args) -> None:
     shorthands = {key: value for key, value in (("scale", args.scale), ("papers", args.papers)) if value}
     overrides = config.deep_merge(config.parse_settings(args.config), shorthands)
     files = _as_snakemake_reads(args.configfile)
-    resolved = config.load(files, overrides, _workdir(files))
+    workdir = _workdir(files)
+    raw = config.deep_merge(config.read(files), overrides)
+    resolved = config.check_and_resolve(raw, config.load_schema(workdir))
+    config.warn_of_shadowed_settings(files, overrides, raw, workdir)
     layout = store.Layout(_results_dir(args, files) if args.results else resolved["results"])
     rows = []
     for node in plan.build(resolved).cells.values():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -130,6 +131,12 @@ def shadowed_settings(config_files: Sequence[Path], settings: Mapping, config: d
                     found.append(f"{paper}.{key} (from {source}) changes nothing at scale {scale}, whose "
                                  f"{paper}.scales.{scale}.{key} sets it: set that key instead")
     return found
+
+
+def warn_of_shadowed_settings(config_files: Sequence[Path], settings: Mapping, config: dict, workdir: Path) -> None:
+    """Print shadowed_settings as warnings (snakemake's planning and `iclrepro cells`)."""
+    for message in shadowed_settings(config_files, settings, config, workdir):
+        print(f"iclrepro: warning: config {message}", file=sys.stderr)
 
 
 def validate(config: dict, schema: dict) -> None:

@@ -23,9 +23,8 @@ try:
 except (configuration.ConfigError, planning.PlanError) as err:
     raise WorkflowError(str(err)) from None
 
-for message in configuration.shadowed_settings(workflow.config_settings.configfiles, workflow.config_settings.config,
-                                               config, ROOT):
-    print(f"iclrepro: warning: config {message}", file=sys.stderr)
+configuration.warn_of_shadowed_settings(workflow.config_settings.configfiles, workflow.config_settings.config,
+                                        config, ROOT)
 
 LAYOUT = PLAN.layout
 RESULTS = CONFIG["results"]
