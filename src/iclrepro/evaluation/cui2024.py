@@ -23,6 +23,9 @@ from iclrepro.models import cui2024 as models
 from iclrepro.tasks import cui2024 as tasks
 
 PAPER = "cui2024"
+# GD-1's one fitted number, its step size, comes from a draw apart from the test set (as
+# chen2024's tuning sets do): seeded with the test set's seed plus this
+TUNE_SEED_OFFSET = 1
 
 
 # ---------------------------------------------------------------------------
@@ -61,19 +64,26 @@ def theory_rows(spec: dict, layout: store.Layout, D_values) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def baseline_predictions(scenario: tasks.Scenario, prompts: dict) -> dict[str, torch.Tensor]:
+def one_step_gd(scenario: tasks.Scenario, prompts: dict) -> torch.Tensor:
+    """Linear attention's query predictions at step size 1 (Sigma^{-1}-preconditioned for
+    correlated x)."""
+    x, y = prompts["x"].double(), prompts["y"].double()
+    precondition = torch.linalg.inv(torch.as_tensor(scenario.covariance())) if scenario.family == "correlated" else None
+    return regression.one_step_gd(x[:, :-1], y[:, :-1], x[:, -1], precondition)
+
+
+def baseline_predictions(scenario: tasks.Scenario, prompts: dict, tune: dict) -> dict[str, torch.Tensor]:
     """Reference predictors on one test set, where they are informative.
 
-    One-step GD (= linear attention, Sigma^{-1}-preconditioned for correlated x) always;
+    One-step GD (= linear attention) always, its step size fitted on the tuning draw `tune`;
     OLS and the Bayes posterior mean only where they are not exact (noise, or D < d):
     a zero excess loss has no place on a log axis.
     """
+    step = regression.fitted_scale(one_step_gd(scenario, tune), tune["y"][:, -1].double())
+    found = {"GD-1 (linear attention)": step * one_step_gd(scenario, prompts)}
     x, y = prompts["x"].double(), prompts["y"].double()
     x_ctx, y_ctx, x_q = x[:, :-1], y[:, :-1], x[:, -1]
     D = x_ctx.shape[1]
-    precondition = torch.linalg.inv(torch.as_tensor(scenario.covariance())) if scenario.family == "correlated" else None
-    gd = regression.one_step_gd(x_ctx, y_ctx, x_q, precondition)
-    found = {"GD-1 (linear attention)": regression.fitted_scale(gd, y[:, -1]) * gd}
     noisy = scenario.sigma2 > 0
     if noisy and D > scenario.d + 1:
         found["OLS"] = regression.ols(x_ctx, y_ctx, x_q)
@@ -93,10 +103,12 @@ def baseline_rows(spec: dict, layout: store.Layout) -> pd.DataFrame:
             continue
         seen.add(data_id)
         scenario = tasks.Scenario(**spec["scenarios"][entry["scenario"]])
-        _, prompts = tasks.read_test_set(layout.data(data_id), content=data_id)
+        data_spec, prompts = tasks.read_test_set(layout.data(data_id), content=data_id)
+        tune = tasks.sample(scenario, data_spec["D"], data_spec["prompts"],
+                            torch.Generator().manual_seed(data_spec["seed"] + TUNE_SEED_OFFSET))
         target = prompts["y"][:, -1].double()
         clean = (prompts["w"].double() * prompts["x"][:, -1].double()).sum(-1)
-        for series, prediction in baseline_predictions(scenario, prompts).items():
+        for series, prediction in baseline_predictions(scenario, prompts, tune).items():
             rows.append({**scenario_columns(spec, entry["scenario"]), "series": series, "D": entry["D"],
                          "seed": -1, "source": "baseline", "mse": float(((prediction - target) ** 2).mean()),
                          "excess": float(((prediction - clean) ** 2).mean())})
