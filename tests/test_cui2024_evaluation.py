@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import torch
 
 from iclrepro.evaluation import cui2024 as evaluation
@@ -20,3 +21,29 @@ def test_gd_baseline_is_not_fitted_on_the_test_sets_labels():
     assert torch.equal(*predictions)
     step = evaluation.baseline_predictions(scenario, prompts, tune)[name] / evaluation.one_step_gd(scenario, prompts)
     assert 0.3 < float(step.mean()) < 1  # shrunk below 1 at D = 20, as least squares on the tuning draw gives
+
+
+def kq_figure(learned: torch.Tensor, scenario: tasks.Scenario):
+    """F4's kq rows for one scenario, as kq_rows writes them (both matrices at unit norm)."""
+    target = torch.linalg.inv(torch.as_tensor(scenario.covariance()))
+    d = len(target)
+    return pd.DataFrame([{"scenario": "corr", "part": "kq", "matrix": label, "i": i, "j": j,
+                          "value": float(matrix[i, j] / matrix.norm())}
+                         for label, matrix in (("learned A", learned.double()), ("Sigma^-1", target))
+                         for i in range(d) for j in range(d)])
+
+
+def test_kq_claims_tell_sigma_inverse_from_an_identity():
+    """cos(I, Sigma^{-1}) = 0.93 at rho = 0.5: the spec's check alone passes an A that learned
+    nothing of Sigma; the check on the parts off the identity does not."""
+    scenario = tasks.Scenario(d=5, rho=0.5)
+    sigma_inverse = torch.linalg.inv(torch.as_tensor(scenario.covariance()))
+
+    def verdicts(learned):
+        claims = evaluation.claim_kq({"F4": kq_figure(learned, scenario)}, {"kq_cosine_min": 0.9})
+        return {claim.claim_id: claim.passed for claim in claims}
+
+    assert verdicts(torch.eye(5)) == {"kq_aligned_with_sigma_inv": True, "kq_aligned_beyond_identity": False}
+    assert verdicts(sigma_inverse) == {"kq_aligned_with_sigma_inv": True, "kq_aligned_beyond_identity": True}
+    assert verdicts(sigma_inverse + 0.2 * torch.eye(5)) == {
+        "kq_aligned_with_sigma_inv": True, "kq_aligned_beyond_identity": True}  # a shifted diagonal is no harm
