@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
 from iclrepro.baselines import ridge, tuning
 from iclrepro.models import fu2023 as models
@@ -69,6 +70,16 @@ def test_rfa_features_kernel_and_targets_are_invariant_to_permuting_keys():
     mlp = models.RandomFeatureMLP(d, N, 64, [torch.Generator().manual_seed(4)])
     assert not torch.allclose(mlp.features(permuted, 0), mlp.features(x, 0), atol=1e-3)
     assert not torch.allclose(theory.mlp_kernel(permuted, x), theory.mlp_kernel(x, x), atol=1e-3)
+
+
+def test_sum_poly_matrix_is_drawn_apart_from_the_test_sets(root):
+    """S seeded with the test sets' seed would be the first rows of every test set."""
+    test_seed = yaml.safe_load((root / "config.yaml").read_text())["fu2023"]["test_seed"]
+    first_rows = tasks.sample(d, N, 1, torch.Generator().manual_seed(test_seed))[0, :d]
+    S = tasks.sum_poly_matrix(d)
+    assert S.shape == (d, d) and torch.equal(S, tasks.sum_poly_matrix(d))
+    cosines = torch.nn.functional.cosine_similarity(S, first_rows, dim=-1)
+    assert cosines.abs().max() < 0.99
 
 
 def test_hermite_targets_and_unknown_names():

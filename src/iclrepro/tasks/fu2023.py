@@ -23,11 +23,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from iclrepro import store
+from iclrepro import store, streams
 from iclrepro.tasks import columns
 from iclrepro.tasks.fu2023_target import Target
 
-TARGET_SEED = 2307  # the fixed matrix S of sum_poly targets [ours]
+# The fixed matrix S of sum_poly targets comes from a named stream of its own: a plain seed
+# could be a test set's (config test_seed), and S would then be that set's first rows
+TARGET_STREAM = ("fu2023/sum_poly", "S")
 
 
 def hermite(t: torch.Tensor, p: int) -> torch.Tensor:
@@ -40,6 +42,11 @@ def hermite(t: torch.Tensor, p: int) -> torch.Tensor:
     return current
 
 
+def sum_poly_matrix(d: int) -> torch.Tensor:
+    """The fixed d x d matrix S of sum_poly targets, F(x_0, x_i) = (x_0^T S x_i)^p."""
+    return torch.randn(d, d, generator=streams.generator(*TARGET_STREAM), dtype=torch.float64) / math.sqrt(d)
+
+
 def pair_values(target: Target, x: torch.Tensor) -> torch.Tensor:
     """F(x_0, x_i) for every key: x (n, N+1, d) -> (n, N)."""
     d = x.shape[-1]
@@ -47,9 +54,7 @@ def pair_values(target: Target, x: torch.Tensor) -> torch.Tensor:
     if target.kind == "key_poly":
         return (math.sqrt(d) * keys[..., 0]) ** target.p
     if target.kind == "sum_poly":
-        generator = torch.Generator().manual_seed(TARGET_SEED)
-        S = torch.randn(d, d, generator=generator, dtype=torch.float64) / math.sqrt(d)
-        return torch.einsum("nd,de,nie->ni", query, S.to(x), keys) ** target.p
+        return torch.einsum("nd,de,nie->ni", query, sum_poly_matrix(d).to(x), keys) ** target.p
     t = math.sqrt(d) * torch.einsum("nd,nid->ni", query, keys)                   # (n, N)
     if target.kind == "qk_poly":
         return t ** target.p
