@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from iclrepro.models import cui2024 as models
 from iclrepro.tasks import cui2024 as tasks
 from iclrepro.theory import cui2024 as theory
 
@@ -69,3 +70,20 @@ def test_local_single_head_optimum_matches_monte_carlo():
     assert best == pytest.approx(c_sh, rel=0.1)
     assert best / average == pytest.approx(c_sh / theory.local_g(0.0, 5, 1.0, 1.0, 0.0), rel=0.05)  # 1 before
     assert c_mh <= c_sh
+
+
+def test_two_heads_reach_the_multi_head_constant_below_p_2d():
+    """Spec §3.2 derives that MH needs p >= 2d. But at p = 6, d = 5 (ranks 3 and 2), heads with
+    +c and -c on disjoint coordinates and values +/- 1/c cancel their common y-mean and add up
+    to one GD step: C_MH, far below C_SH. So mh_not_better_small_p's premise fails (README)."""
+    d, c = 5, 0.05
+    model = models.FullAttention(1, d, 2, 6, 0.0).double()
+    with torch.no_grad():
+        for head, (coordinates, sign) in enumerate((([0, 1, 2], 1), ([3, 4], -1))):
+            for row, coordinate in enumerate(coordinates):
+                model.W_K[0, head, row, coordinate], model.W_Q[0, head, row, coordinate] = 1.0, sign * c
+            model.W_O[0, head, 0], model.W_V[0, head, 0, d] = 1.0, sign / c
+        p = tasks.sample(tasks.Scenario(d=d), 300, 4000, torch.Generator().manual_seed(5), dtype=torch.float64)
+        excess = ((model(p["x"][None], p["y"][None])[0] - (p["w"] * p["x"][:, -1]).sum(-1)) ** 2).mean()
+    assert 300 * float(excess) == pytest.approx(theory.multi_head_constant(d, 1.0, 0.0), rel=0.1)
+    assert theory.multi_head_constant(d, 1.0, 0.0) < theory.single_head_optimum(d, 1.0, 0.0)[0] / 3
