@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from iclrepro import store
@@ -54,8 +55,10 @@ def test_training_starts_from_W_0_or_after_the_one_step():
     assert torch.equal(one_step.start[:, W_entries:], random_start.start[:, W_entries:])  # same V init
 
 
-def test_train_cell_writes_a_complete_cell(tmp_path):
-    spec = cell_spec([0, 1], steps=10)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a GPU: Lightning's teardown moves the model off it before scoring"))])
+def test_train_cell_writes_a_complete_cell(tmp_path, device):
+    spec = dict(cell_spec([0, 1], steps=10), device=device)
     paths = []
     for seed, data_id in zip(spec["seeds"], spec["data"], strict=True):
         path = tmp_path / f"{data_id}.parquet"

@@ -59,6 +59,27 @@ def test_nan_loss_stops_training_naming_cell_and_step():
         core.fit(Diverging(bad_step=7), core.Optimisation(steps=60, lr=0.1), "abc123", 1)
 
 
+class NaNGradient(core.Objective):
+    """Seed 1's loss |w| is finite at w = 0, but its gradient there is NaN."""
+
+    def __init__(self):
+        self.model = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(2, 1))])
+
+    def draw(self):
+        return None
+
+    def loss(self, batch):
+        w = self.model[0][:, 0]
+        return torch.stack([w[0] ** 2, (w[1] ** 2).sqrt()])
+
+
+def test_parameters_the_last_update_made_non_finite_stop_the_cell():
+    message = (r"cell abc123: the last update left non-finite parameters \(seed index 1\) at learning rate 0.1; "
+               "lower it")
+    with pytest.raises(core.DivergenceError, match=message):
+        core.fit(NaNGradient(), core.Optimisation(steps=1, lr=0.1, optimizer="gd"), "abc123", 2)
+
+
 def test_train_cell_writes_every_file_with_metrics_per_seed(tmp_path):
     from iclrepro.tasks import cui2024 as tasks
 

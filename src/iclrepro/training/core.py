@@ -244,6 +244,8 @@ class EnsembleModule(pl.LightningModule):
             self.losses[step] = self.update().detach()
             self.after_step(step + 1)
         self.check_finite(step + 1)
+        if step + 1 == self.optimisation.steps:
+            self.check_final_parameters()
         self.progress.update(step + 1, self.losses)
         if self.checkpoint and self.checkpoint.due() and step + 1 < self.optimisation.steps:
             self.checkpoint.save(self.training_state(step + 1))
@@ -305,6 +307,15 @@ class EnsembleModule(pl.LightningModule):
                 f"{self.checked + step} (seed index {seed}) at learning rate {self.optimisation.lr:g}; lower it")
         self.checked = upto
 
+    def check_final_parameters(self) -> None:
+        """A loss is taken before its update, so no loss shows what the last update did."""
+        finite = torch.stack([p.detach().flatten(1).isfinite().all(1) for p in self.model.parameters()]).all(0)
+        if not finite.all():
+            seed = int((~finite).nonzero()[0])
+            raise DivergenceError(
+                f"cell {self.cell_id}: the last update left non-finite parameters (seed index {seed}) "
+                f"at learning rate {self.optimisation.lr:g}; lower it")
+
     def configure_optimizers(self):
         if self.optimisation.optimizer == "closed_form":
             return None
@@ -358,6 +369,9 @@ def fit(objective: Objective, optimisation: Optimisation, cell_id: str, seeds: i
             # signals and environment as it does for multi-node training
             plugins=[LightningEnvironment()])
         trainer.fit(module, train_dataloaders=chunks)
+    # Lightning's teardown moved the module to the CPU; the caller scores it on its data,
+    # which stay on the training device
+    module.to(device_of(accelerator))
     return Fitted(module.losses.cpu().double().numpy(), module.traces, module.snapshots)
 
 
@@ -400,7 +414,7 @@ def train_cell(spec: dict, cell_id: str, out_dir, threads: int, checkpoint_minut
     """Fit every seed of a cell as one ensemble (resuming its checkpoint), score it, write the cell.
 
     A paper's train stage reads what it needs (its test set) and calls this. `score` runs
-    while the objective is still on the training device, so it may use data kept there.
+    with the objective, model included, on the training device, so it may use data kept there.
     """
     started = time.time()
     accelerator = spec["device"]
