@@ -24,13 +24,15 @@ def test_gd_baseline_is_not_fitted_on_the_test_sets_labels():
 
 
 def kq_figure(learned: torch.Tensor, scenario: tasks.Scenario):
-    """F4's kq rows for one scenario, as kq_rows writes them (both matrices at unit norm)."""
+    """F4's rows for one scenario as the tidy table holds them: the kq rows (both matrices at
+    unit norm) and a loss row, which leaves i and j float columns."""
     target = torch.linalg.inv(torch.as_tensor(scenario.covariance()))
     d = len(target)
-    return pd.DataFrame([{"scenario": "corr", "part": "kq", "matrix": label, "i": i, "j": j,
-                          "value": float(matrix[i, j] / matrix.norm())}
-                         for label, matrix in (("learned A", learned.double()), ("Sigma^-1", target))
-                         for i in range(d) for j in range(d)])
+    kq = pd.DataFrame([{"scenario": "corr", "part": "kq", "matrix": label, "i": i, "j": j,
+                        "value": float(matrix[i, j] / matrix.norm())}
+                       for label, matrix in (("learned A", learned.double()), ("Sigma^-1", target))
+                       for i in range(d) for j in range(d)])
+    return pd.concat([pd.DataFrame([{"scenario": "corr", "part": "loss", "mse": 0.1}]), kq], ignore_index=True)
 
 
 def test_kq_claims_tell_sigma_inverse_from_an_identity():

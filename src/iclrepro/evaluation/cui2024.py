@@ -335,7 +335,7 @@ def claim_kq(figs, cfg) -> list[verdicts.Claim]:
     kq = figs["F4"][figs["F4"]["part"] == "kq"]
     whole_cosines, off_identity_cosines = [], []
     for _, group in kq.groupby("scenario"):
-        d = group["i"].max() + 1
+        d = int(group["i"].max()) + 1  # a float column: F4's loss rows have no i
         learned, target = (part.sort_values(["i", "j"])["value"].to_numpy().reshape(d, d)
                            for part in (group[group["matrix"] != "Sigma^-1"], group[group["matrix"] == "Sigma^-1"]))
         whole_cosines.append(_cosine(learned, target))
