@@ -93,6 +93,7 @@ def test_verify_passes_on_a_clean_store_and_names_damage(run_copy):
     report = integrity.verify(str(results))
     assert report.problems == [] and report.incomplete == [] and report.checked > 20
     cell = next((results / "cells").iterdir())
+    marker = next(p for p in (results / "batches").glob("train/*/*.json") if cell.name in p.read_text())
     metrics = cell / "metrics.parquet"
     os.truncate(metrics, metrics.stat().st_size // 2)
     record = next(p for p in (results / "index").glob("*.json") if p.stem != cell.name)
@@ -111,7 +112,9 @@ def test_verify_passes_on_a_clean_store_and_names_damage(run_copy):
     data_records = (p for p in (results / "index").glob("*.json") if not (results / "cells" / p.stem).exists())
     emptied = next(p for p in data_records if p != record)
     emptied.write_text("{}")
-    markers = sorted((results / "batches").glob("train/*/*.json"))
+    markers = sorted(p for p in (results / "batches").glob("train/*/*.json") if p != marker)
+    unfinished = next(c for c in cells[1:] if any(c.name in m.read_text() for m in markers[2:]))
+    (unfinished / "metrics.parquet").unlink()  # its batch marked done: snakemake would not redo it
     markers[0].write_text("[]")
     markers[1].write_text('{"members": [')
     undrawn = results / "figures" / "cui2024" / "F2"
@@ -120,7 +123,10 @@ def test_verify_passes_on_a_clean_store_and_names_damage(run_copy):
     report = integrity.verify(str(results))
     assert f"{undrawn}: no png or json file (run snakemake to make it)" in report.incomplete
     problems = report.problems
-    assert any(f"{metrics}: unreadable Parquet" in p for p in problems)
+    assert any(f"{metrics}: unreadable Parquet" in p and p.endswith(f"; delete {cell} and its batch marker {marker}, "
+                                                                  "then rerun") for p in problems)
+    assert any(p.startswith(f"{unfinished}: no metrics.parquet, though its batch is marked done; delete {unfinished} "
+                            "and its batch marker ") for p in problems)
     assert any(f"{record}: its spec hashes to" in p for p in problems)
     assert any(f"{emptied}: unreadable identity record" in p for p in problems)
     assert any(f"{cells[0] / 'spec.json'}: not a JSON object" in p for p in problems)

@@ -133,8 +133,10 @@ def _identity_records(results: str, report: Report) -> dict[str, dict]:
     return records
 
 
-def _check_batch_markers(results: str, entries: dict[str, Path], report: Report) -> None:
-    """A batch marker tells snakemake its cells are trained: each must name stored cells."""
+def _check_batch_markers(results: str, entries: dict[str, Path], report: Report) -> dict[str, Path]:
+    """A batch marker tells snakemake its cells are trained: each must name stored cells.
+    Returns the marker of each cell a marker names."""
+    marker_of = {}
     for path in sorted(Path(results, "batches").glob("train/*/*.json")):
         try:
             members = store.read_json(path).get("members", [])
@@ -142,8 +144,25 @@ def _check_batch_markers(results: str, entries: dict[str, Path], report: Report)
             report.problems.append(f"{err}; delete the marker and rerun")
             continue
         for member in members:
+            marker_of[member] = path
             if member not in entries:
                 report.problems.append(f"{path}: member {member} is missing; delete the marker and rerun")
+    return marker_of
+
+
+def _check_cell_entry(record: dict, path: Path, marker: Path | None, report: Report) -> None:
+    """A damaged cell is trained again only with its batch, which its marker says is done."""
+    redo = f"delete {path} and its batch marker {marker}, then rerun" if marker else "delete it and rerun"
+    if not (path / "metrics.parquet").is_file():
+        if marker is None:
+            report.incomplete.append(f"{path}: no metrics.parquet (a killed or failed job; rerun)")
+        else:
+            report.problems.append(f"{path}: no metrics.parquet, though its batch is marked done; {redo}")
+        return
+    try:
+        _check_cell(record, path)
+    except store.StoreError as err:
+        report.problems.append(f"{err}; {redo}")
 
 
 def verify(results: str) -> Report:
@@ -151,20 +170,19 @@ def verify(results: str) -> Report:
     layout, report = store.Layout(results), Report()
     entries = _entries(layout)
     records = _identity_records(results, report)
-    _check_batch_markers(results, entries, report)
+    marker_of = _check_batch_markers(results, entries, report)
     for node_id, path in sorted(entries.items()):
         report.checked += 1
         record = records.get(node_id)
         if record is None:
             report.problems.append(f"{path}: no identity record in {layout.index(node_id)}")
-            continue
-        if record["stage"] == "train" and not (path / "metrics.parquet").is_file():
-            report.incomplete.append(f"{path}: no metrics.parquet (a killed or failed job; rerun)")
-            continue
-        try:
-            (_check_cell if record["stage"] == "train" else _check_data)(record, path)
-        except store.StoreError as err:
-            report.problems.append(str(err))
+        elif record["stage"] == "train":
+            _check_cell_entry(record, path, marker_of.get(node_id), report)
+        else:
+            try:
+                _check_data(record, path)
+            except store.StoreError as err:
+                report.problems.append(str(err))
     _check_named_files(results, report)
     return report
 
