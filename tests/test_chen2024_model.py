@@ -128,5 +128,5 @@ def test_evaluating_on_a_missing_gpu_is_a_clear_error(table, monkeypatch, tmp_pa
     spec = {"cell": "0" * 16, "data": "0" * 16, "n": 4, "ridge": 1e-6, "eta": [0.1], "device": "cuda",
             "variants": [{"L": 2, "sigma": 0.1, "full": "0" * 16, "single": "0" * 16, "data": "0" * 16,
                           "probe": "0" * 16}]}
-    with pytest.raises(accelerator.AcceleratorError, match=r"accelerator 'cuda' \(config.yaml\).*no CUDA device"):
+    with pytest.raises(accelerator.AcceleratorError, match=r"accelerator 'cuda' \(the config's.*no CUDA device"):
         table(spec, store.Layout(str(tmp_path)))

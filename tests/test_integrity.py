@@ -121,6 +121,14 @@ def test_cells_warns_of_a_setting_the_chosen_scale_overrides(root, tmp_path, cap
     assert "warning" not in capsys.readouterr().err
 
 
+def test_cells_of_a_paper_the_config_leaves_out_is_an_error(root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(root)
+    (tmp_path / "results").mkdir()
+    options = ["--scale", "smoke", "--papers", "cui2024", "--results", str(tmp_path / "results")]
+    assert cli.main(["cells", *options, "--paper", "fu2023"]) == 2
+    assert "--paper fu2023: not among the config's papers (cui2024)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["cells", "gc"])
 def test_a_config_yaml_outside_a_workflow_directory_is_named(command, tmp_path, capsys):
     (tmp_path / "config.yaml").write_text("scale: smoke\n")

@@ -210,7 +210,7 @@ def test_unknown_optimizer_is_rejected():
 def test_a_cuda_accelerator_without_a_cuda_device_is_a_clear_error(monkeypatch):
     """Not torch's message about a missing ATen_cuda library, from deep inside the objective."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    message = r"accelerator 'cuda' \(config.yaml\).*no CUDA device.*accelerator: cpu"
+    message = r"accelerator 'cuda' \(the config's, or iclrepro bench --accelerator\).*no CUDA device.*accelerator cpu"
     with pytest.raises(accelerator.AcceleratorError, match=message):
         accelerator.device_of("cuda")
     assert accelerator.device_of("cpu") == torch.device("cpu")

@@ -22,6 +22,7 @@ def device_of(accelerator: str) -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise AcceleratorError(
-            f"accelerator {accelerator!r} (config.yaml), but torch {torch.__version__} finds no CUDA device "
-            "here: run on a GPU machine with a CUDA build of torch, or set accelerator: cpu")
+            f"accelerator {accelerator!r} (the config's, or iclrepro bench --accelerator), but torch "
+            f"{torch.__version__} finds no CUDA device here: run on a GPU machine with a CUDA build of torch, "
+            "or choose accelerator cpu")
     return torch.device("cuda")

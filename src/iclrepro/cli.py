@@ -41,6 +41,9 @@ def _cells(args) -> None:
     raw = config.deep_merge(config.read(files), overrides)
     resolved = config.check_and_resolve(raw, config.load_schema(workdir))
     config.warn_of_shadowed_settings(files, overrides, raw, workdir)
+    if args.paper and args.paper not in resolved["papers"]:
+        raise IclreproError(f"--paper {args.paper}: not among the config's papers ({', '.join(resolved['papers'])}), "
+                            f"so none of its cells is planned; add --papers {args.paper}")
     layout = store.Layout(_results_dir(args, files) if args.results else resolved["results"])
     rows = []
     for node in plan.build(resolved).cells.values():
@@ -224,7 +227,7 @@ def parser() -> argparse.ArgumentParser:
                        help="where the training figures are measured (cuda: on the GPU)")
     bench.set_defaults(func=_bench)
 
-    predict = sub.add_parser("predict", help="run a trained cell on prompts: one column per seed")
+    predict = sub.add_parser("predict", help="run a trained cell on prompts: a prediction per prompt and seed")
     predict.add_argument("cell_dir")
     predict.add_argument("prompts")
     predict.add_argument("out")
