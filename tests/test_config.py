@@ -19,6 +19,17 @@ def check(raw, schema, edit):
     return lambda: config.check_and_resolve(broken, schema)
 
 
+@pytest.mark.parametrize("scenario, message", [
+    ({"d": 5, "w0_norm": 2.0}, r"scenarios.odd.w0_norm: unused, as it is the prior's mean"),
+    ({"d": 5, "tau": 0.3, "W": 2.0}, r"scenarios.odd.W: unused, as a prior scenario's E\|\|w\|\|\^2 is")])
+def test_a_cui2024_scenario_setting_its_family_ignores_is_named(raw, schema, scenario, message):
+    broken = copy.deepcopy(raw)
+    broken["cui2024"]["scenarios"]["odd"] = scenario
+    broken["cui2024"]["scales"]["smoke"]["figures"]["F3"]["scenarios"] = ["odd"]
+    with pytest.raises(plan.PlanError, match=message):
+        plan.build(config.check_and_resolve(dict(broken, scale="smoke"), schema))
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c.update(sclae="quick"), r"config \(top level\): Additional properties .*'sclae'"),
     (lambda c: c.update(scale="huge"), r"config scale: 'huge' is not one of"),

@@ -22,7 +22,12 @@ def scenario_spec(block: dict, name: str) -> dict:
         raise plan.PlanError(f"config {PAPER}: unknown scenario {name!r} "
                              f"(defined: {', '.join(sorted(block['scenarios']))})")
     settings = dict(block["scenarios"][name])
-    if settings.get("tau") is None:
+    prior = settings.get("tau") is not None
+    unused, why = (("W", "a prior scenario's E||w||^2 is w0_norm^2 + tau^2") if prior else
+                   ("w0_norm", "it is the prior's mean, and only a scenario with tau has a prior"))
+    if unused in settings:
+        raise plan.PlanError(f"config {PAPER}.scenarios.{name}.{unused}: unused, as {why}")
+    if not prior:
         settings.setdefault("W", block["W"])
     try:
         return Scenario(**settings).to_spec()
