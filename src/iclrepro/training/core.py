@@ -309,7 +309,7 @@ class EnsembleModule(pl.LightningModule):
 
     def check_final_parameters(self) -> None:
         """A loss is taken before its update, so no loss shows what the last update did."""
-        finite = torch.stack([p.detach().flatten(1).isfinite().all(1) for p in self.model.parameters()]).all(0)
+        finite = torch.stack([p.detach().reshape(len(p), -1).isfinite().all(1) for p in self.model.parameters()]).all(0)
         if not finite.all():
             seed = int((~finite).nonzero()[0])
             raise DivergenceError(
