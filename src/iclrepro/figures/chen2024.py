@@ -64,10 +64,18 @@ def draw_probes(frame):
     return fig
 
 
+MARKERS = ("o", "X", "s", "P", "D", "^", "v", "<", ">", "p")
+
+
 def method_lines(ax, rows, x: str, methods: list[str]) -> None:
-    """Excess risk (log) against `x`, one marked line per baseline method in `methods`' order."""
-    sns.lineplot(data=rows, x=x, y="excess_risk", hue="method", hue_order=methods, style="method",
-                 style_order=methods, markers=True, dashes=False, ax=ax)
+    """Excess risk (log) against `x`, one marked line per method of `rows`: each method keeps
+    the colour and marker of its place in `methods` in every panel, and a legend lists only
+    the methods the panel draws."""
+    shown = [method for method in methods if method in set(rows["method"])]
+    sns.lineplot(data=rows, x=x, y="excess_risk", hue="method", hue_order=shown, style="method", style_order=shown,
+                 palette={method: f"C{index}" for index, method in enumerate(methods)},
+                 markers={method: MARKERS[index % len(MARKERS)] for index, method in enumerate(methods)},
+                 dashes=False, ax=ax)
     ax.set_yscale("log")
     ax.set_ylabel("excess risk")
 

@@ -42,11 +42,18 @@ def seed_bars(ax, rows: pd.DataFrame, x: str, y: str, hue: str, **kwargs) -> Non
                  errorbar="sd", err_style="bars", ax=ax, **kwargs)
 
 
-def reference_lines(ax, rows: pd.DataFrame, x: str, y: str, label: str, linestyle: str) -> None:
-    """Theory (dashed) or baseline (dotted) curves, one per series, in neutral colours."""
+# Colours of curves drawn beside trained series (which take seaborn's C0, C1, ... in order):
+# theory in black and greys, baselines in the palette's last colours, so no two share one
+THEORY_COLOURS = ("black", "dimgrey", "darkgrey")
+BASELINE_COLOURS = ("C8", "C9", "C5")
+
+
+def reference_lines(ax, rows: pd.DataFrame, x: str, y: str, label: str, linestyle: str,
+                    colours: tuple[str, ...] = THEORY_COLOURS) -> None:
+    """Theory (dashed) or baseline (dotted) curves, one per series."""
     for index, (series, group) in enumerate(rows.groupby(label, sort=True)):
         group = group.sort_values(x)
-        ax.plot(group[x], group[y], linestyle=linestyle, color=f"C{7 + index % 3}", label=series)
+        ax.plot(group[x], group[y], linestyle=linestyle, color=colours[index % len(colours)], label=series)
 
 
 def log_ticks(ax, values) -> None:

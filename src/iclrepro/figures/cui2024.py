@@ -13,7 +13,8 @@ def loss_panel(ax, rows: pd.DataFrame, y: str, log_y: bool = True) -> None:
     """One scenario: trained series with seed error bars, theory dashed, baselines dotted."""
     common.seed_bars(ax, rows[rows["source"] == common.TRAINED], "D", y, "series")
     common.reference_lines(ax, rows[rows["source"] == common.THEORY], "D", y, "series", "--")
-    common.reference_lines(ax, rows[rows["source"] == common.BASELINE], "D", y, "series", ":")
+    common.reference_lines(ax, rows[rows["source"] == common.BASELINE], "D", y, "series", ":",
+                           common.BASELINE_COLOURS)
     common.log_ticks(ax, sorted(rows["D"].dropna().unique()))
     if log_y:
         ax.set_yscale("log")

@@ -51,7 +51,7 @@ def draw_curves(frame: pd.DataFrame):
         rows = fits[fits["target"] == target]
         error_vs_n(ax, rows, "model")
         rate_line(ax, rows, slope)
-        sample_lines(ax, references, Target.parse(target).p)
+        sample_lines(ax, references[references["model"].isin(set(rows["model"]))], Target.parse(target).p)
         ax.set_title(f"target {target}", fontsize=8)
         ax.legend(fontsize=6)
     return fig
