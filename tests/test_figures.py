@@ -1,0 +1,50 @@
+"""Figures tell their series apart: colours per head count, per method and per reference curve."""
+
+from __future__ import annotations
+
+import matplotlib.colors
+import numpy as np
+import pandas as pd
+
+from iclrepro.figures import chen2024, common, cui2024, deora2023
+
+
+def line_colours(ax) -> dict[str, tuple]:
+    return {line.get_label(): matplotlib.colors.to_rgb(line.get_color()) for line in ax.get_lines()
+            if not line.get_label().startswith("_")}
+
+
+def test_deora2023_heads_one_and_four_get_distinct_colours():
+    curves = pd.DataFrame([{"H": H, "step": step, "seed": 0, "loss": 1 / (step + H)}
+                           for H in (1, 4, 16, 64) for step in (1, 10, 100)])
+    fig, axes = common.panels(1)
+    deora2023.per_head(axes[0, 0], curves, "loss")
+    colours = {text.get_text(): handle.get_color() for text, handle in
+               zip(axes[0, 0].get_legend().get_texts(), axes[0, 0].get_legend().legend_handles, strict=True)}
+    distance = np.abs(np.subtract(matplotlib.colors.to_rgb(colours["1"]), matplotlib.colors.to_rgb(colours["4"])))
+    assert distance.sum() > 0.3
+
+
+def test_chen2024_panels_list_their_own_methods_in_shared_colours():
+    methods = ["PtO", "GD", "transformer"]
+    rows = pd.DataFrame([{"method": method, "n": n, "excess_risk": 1 / n} for method in methods for n in (4, 8)])
+    fig, axes = common.panels(2)
+    chen2024.method_lines(axes[0, 0], rows, "n", methods)
+    chen2024.method_lines(axes[0, 1], rows[rows["method"] != "GD"], "n", methods)
+    legends = [[text.get_text() for text in ax.get_legend().get_texts()] for ax in axes[0]]
+    assert legends == [methods, ["PtO", "transformer"]]
+    first, second = (line_colours(ax) for ax in axes[0])
+    assert first["transformer"] == second["transformer"] != first["GD"]
+
+
+def test_cui2024_theory_and_baseline_curves_never_share_a_colour():
+    rows = pd.DataFrame([{"series": series, "source": source, "D": D, "seed": -1, "excess": 1 / D}
+                         for series, source in (("SH", common.TRAINED), ("SH theory", common.THEORY),
+                                                ("MH theory", common.THEORY), ("GD-1", common.BASELINE),
+                                                ("OLS", common.BASELINE))
+                         for D in (20, 80)])
+    fig, axes = common.panels(1)
+    cui2024.loss_panel(axes[0, 0], rows, "excess")
+    colours = line_colours(axes[0, 0])
+    references = [colours[name] for name in ("SH theory", "MH theory", "GD-1", "OLS")]
+    assert len(set(references)) == 4 and colours["SH"] not in references
