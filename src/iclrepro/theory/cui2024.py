@@ -20,11 +20,16 @@ def g(t: float, d: int, signal: float, sigma2: float) -> float:
     return (1 - 2 * t) ** (-d / 2) * (signal / (1 - 2 * t) + (signal + sigma2) / t)
 
 
-def single_head_optimum(d: int, signal: float, sigma2: float) -> tuple[float, float]:
-    """(C_SH, t*) = min over 0 < t < 1/2 of g_d(t) (spec §3.1; no closed form for t*)."""
-    res = minimize_scalar(g, bounds=(1e-9, 0.5 - 1e-9), method="bounded",
-                          args=(d, signal, sigma2), options={"xatol": 1e-12})
+def _bounded_minimum(function, bounds: tuple[float, float], args: tuple) -> tuple[float, float]:
+    """(min, argmin) of a one-dimensional function on an interval (none has a closed form)."""
+    res = minimize_scalar(function, bounds=bounds, method="bounded", args=args,
+                          options={"xatol": 1e-12})
     return float(res.fun), float(res.x)
+
+
+def single_head_optimum(d: int, signal: float, sigma2: float) -> tuple[float, float]:
+    """(C_SH, t*) = min over 0 < t < 1/2 of g_d(t) (spec §3.1)."""
+    return _bounded_minimum(g, (1e-9, 0.5 - 1e-9), (d, signal, sigma2))
 
 
 def multi_head_constant(d: int, signal: float, sigma2: float) -> float:
@@ -62,11 +67,9 @@ def local_constants(scenario: Scenario) -> tuple[float, float, float]:
     (two heads can be either): an upper bound on the MH optimum, as the spec's is.
     """
     r, W, s2, d = scenario.r, scenario.signal, scenario.sigma2, scenario.d
-    res = minimize_scalar(local_g, bounds=(0.0, 2**-0.5 - 1e-9), method="bounded",
-                          args=(d, r, W, s2), options={"xatol": 1e-12})
+    c_sh, a_best = _bounded_minimum(local_g, (0.0, 2**-0.5 - 1e-9), (d, r, W, s2))
     v_average, v_pair = r**2 * W + s2, (d + 1) * W + d * s2 / r**2
-    c_sh = float(res.fun)
-    return c_sh, min(c_sh, v_average * v_pair / (v_average + v_pair)), float(res.x) / r
+    return c_sh, min(c_sh, v_average * v_pair / (v_average + v_pair)), a_best / r
 
 
 def constants(scenario: Scenario) -> dict:
