@@ -19,7 +19,8 @@ def test_gd_baseline_is_not_fitted_on_the_test_sets_labels():
     name = "GD-1 (linear attention)"
     predictions = [evaluation.baseline_predictions(scenario, test, tune)[name] for test in (prompts, relabelled)]
     assert torch.equal(*predictions)
-    step = evaluation.baseline_predictions(scenario, prompts, tune)[name] / evaluation.one_step_gd(scenario, prompts)
+    unit_step = evaluation.one_step_gd(scenario, *evaluation.split_prompts(prompts))
+    step = evaluation.baseline_predictions(scenario, prompts, tune)[name] / unit_step
     assert 0.3 < float(step.mean()) < 1  # shrunk below 1 at D = 20, as least squares on the tuning draw gives
 
 

@@ -64,12 +64,17 @@ def theory_rows(spec: dict, layout: store.Layout, D_values) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def one_step_gd(scenario: tasks.Scenario, prompts: dict) -> torch.Tensor:
+def split_prompts(prompts: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_context, y_context, x_query) in float64, the precision of the reference predictors."""
+    x, y = prompts["x"].double(), prompts["y"].double()
+    return x[:, :-1], y[:, :-1], x[:, -1]
+
+
+def one_step_gd(scenario: tasks.Scenario, x_ctx, y_ctx, x_q) -> torch.Tensor:
     """Linear attention's query predictions at step size 1 (Sigma^{-1}-preconditioned for
     correlated x)."""
-    x, y = prompts["x"].double(), prompts["y"].double()
     precondition = torch.linalg.inv(torch.as_tensor(scenario.covariance())) if scenario.family == "correlated" else None
-    return regression.one_step_gd(x[:, :-1], y[:, :-1], x[:, -1], precondition)
+    return regression.one_step_gd(x_ctx, y_ctx, x_q, precondition)
 
 
 def baseline_predictions(scenario: tasks.Scenario, prompts: dict, tune: dict) -> dict[str, torch.Tensor]:
@@ -79,10 +84,9 @@ def baseline_predictions(scenario: tasks.Scenario, prompts: dict, tune: dict) ->
     OLS and the Bayes posterior mean only where they are not exact (noise, or D < d):
     a zero excess loss has no place on a log axis.
     """
-    step = regression.fitted_scale(one_step_gd(scenario, tune), tune["y"][:, -1].double())
-    found = {"GD-1 (linear attention)": step * one_step_gd(scenario, prompts)}
-    x, y = prompts["x"].double(), prompts["y"].double()
-    x_ctx, y_ctx, x_q = x[:, :-1], y[:, :-1], x[:, -1]
+    step = regression.fitted_scale(one_step_gd(scenario, *split_prompts(tune)), tune["y"][:, -1].double())
+    x_ctx, y_ctx, x_q = split_prompts(prompts)
+    found = {"GD-1 (linear attention)": step * one_step_gd(scenario, x_ctx, y_ctx, x_q)}
     D = x_ctx.shape[1]
     noisy = scenario.sigma2 > 0
     if noisy and D > scenario.d + 1:
