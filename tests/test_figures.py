@@ -25,6 +25,19 @@ def test_deora2023_heads_one_and_four_get_distinct_colours():
     assert distance.sum() > 0.3
 
 
+def test_deora2023_theory_lines_for_some_heads_take_those_heads_colours():
+    H_values = (1, 4, 16, 64)
+    curves = [{"part": "curve", "H": H, "step": step, "seed": 0, "loss": 1 / (step + H)}
+              for H in H_values for step in (1, 10)]
+    theory = [{"part": "theory", "series": series, "H": H, "step": step, "value": 1 / step}
+              for series in ("c / (eta gamma^2 k)", "T3 bound") for H in (4, 16) for step in (1, 10)]
+    ax = deora2023.draw_training(pd.DataFrame(curves + theory)).axes[0]
+    solid = {text.get_text(): matplotlib.colors.to_rgb(handle.get_color()) for text, handle in
+             zip(ax.get_legend().get_texts(), ax.get_legend().legend_handles, strict=True)}
+    dashed = {matplotlib.colors.to_rgb(line.get_color()) for line in ax.get_lines() if line.get_linestyle() == "--"}
+    assert dashed == {solid["4"], solid["16"]}
+
+
 def test_chen2024_panels_list_their_own_methods_in_shared_colours():
     methods = ["PtO", "GD", "transformer"]
     rows = pd.DataFrame([{"method": method, "n": n, "excess_risk": 1 / n} for method in methods for n in (4, 8)])

@@ -11,9 +11,13 @@ LABELS = {"loss": "training loss", "test_loss": "test loss", "test_error": "test
           "relative_distance": "||theta_k - theta_0|| / ||theta_0||", "distance": "||theta_k - theta_0||"}
 
 
-def by_heads() -> dict:
-    """Colour by H on a log scale: H runs 1, 4, 16, 64, and on a linear scale 1 and 4 look alike."""
-    return {"hue": "H", "palette": "viridis", "hue_norm": LogNorm()}
+def by_heads(frame) -> dict:
+    """Colour by H on a log scale: H runs 1, 4, 16, 64, and on a linear scale 1 and 4 look alike.
+
+    The scale spans `frame`'s H, so that lines drawn from a part of it (theory lines for some H)
+    take the colours of the same H in the whole.
+    """
+    return {"hue": "H", "palette": "viridis", "hue_norm": LogNorm(frame["H"].min(), frame["H"].max())}
 
 
 def per_head(ax, frame, y: str, log_y: bool = True) -> None:
@@ -22,7 +26,7 @@ def per_head(ax, frame, y: str, log_y: bool = True) -> None:
     if log_y:
         rows = rows[rows[y] > 0]
         ax.set_yscale("log")
-    sns.lineplot(data=rows, x="step", y=y, **by_heads(), errorbar="sd", ax=ax)
+    sns.lineplot(data=rows, x="step", y=y, **by_heads(frame), errorbar="sd", ax=ax)
     ax.set_xscale("log")
     ax.set_xlabel("GD step k")
     ax.set_ylabel(LABELS[y])
@@ -36,7 +40,7 @@ def draw_training(frame):
     for ax, series in zip(axes[0], ("c / (eta gamma^2 k)", "T3 bound"), strict=True):
         per_head(ax, curve, "loss")
         shown = lines[lines["series"] == series]
-        sns.lineplot(data=shown, x="step", y="value", **by_heads(), linestyle="--", legend=False,
+        sns.lineplot(data=shown, x="step", y="value", **by_heads(curve), linestyle="--", legend=False,
                      ax=ax)
         ax.set_title(f"dashed: {series}", fontsize=8)
     return fig
@@ -97,15 +101,16 @@ def draw_samples(frame):
     """E5: final test loss against n per H (seed bars), the c / (gamma^2 n) lines (dashed) and T4b's bound (dotted)."""
     fig, axes = common.panels(2)
     final = frame[frame["part"] == "final"]
+    colours = by_heads(final)
     for ax, y in zip(axes[0], ("test_loss", "test_error"), strict=True):
-        common.seed_bars(ax, final, "n", y, **by_heads())
+        common.seed_bars(ax, final, "n", y, **colours)
         ax.set_xscale("log", base=2)
         ax.set_ylabel(LABELS[y])
     lines = frame[frame["part"] == "theory"]
-    sns.lineplot(data=lines, x="n", y="test_loss", **by_heads(), linestyle="--", legend=False,
+    sns.lineplot(data=lines, x="n", y="test_loss", **colours, linestyle="--", legend=False,
                  ax=axes[0, 0])
     bounds = final.groupby(["H", "n"])["T4_bound"].mean().reset_index()
-    sns.lineplot(data=bounds, x="n", y="T4_bound", **by_heads(), linestyle=":", legend=False,
+    sns.lineplot(data=bounds, x="n", y="T4_bound", **colours, linestyle=":", legend=False,
                  ax=axes[0, 0])
     axes[0, 0].set_yscale("log")
     return fig
