@@ -52,8 +52,9 @@ def draw_dynamics_generalization(frame):
     per_head(axes[0, 0], frame, "test_loss")
     per_head(axes[0, 1], frame, "test_error", log_y=False)
     rows = frame.dropna(subset=["test_loss"])
-    last = rows[rows["step"] == rows["step"].max()].melt(id_vars=["H", "seed"], value_vars=["test_loss", "test_error"])
-    common.seed_bars(axes[0, 2], last, "H", "value", "variable")
+    last = rows[rows["step"] == rows["step"].max()].melt(id_vars=["H", "seed"], value_vars=["test_loss", "test_error"],
+                                                         var_name="quantity")
+    common.seed_bars(axes[0, 2], last.assign(quantity=last["quantity"].map(LABELS)), "H", "value", "quantity")
     axes[0, 2].set_xscale("log", base=2)
     axes[0, 2].set_ylabel("at the last step")
     return fig
@@ -90,6 +91,7 @@ def draw_initialization(frame):
             ax.axhline(row.value, color="grey", linestyle=":", linewidth=0.8)
             ax.annotate(row.series, (margin["H"].min(), row.value), fontsize=6, va="bottom")
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")  # the oracle line sits ~5x above the measured margins
         ax.set_title(f"{block} (dotted: T6 closed forms)", fontsize=8)
     runs = frame[frame["part"] == "training"]
     sns.lineplot(data=runs, x="step", y="loss", hue="init", errorbar="sd", ax=axes[0, 2])
