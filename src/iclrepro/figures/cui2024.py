@@ -8,6 +8,8 @@ import seaborn as sns
 
 from iclrepro.figures import common
 
+Y_LABELS = {"excess": "test excess MSE", "d_excess": "D x excess MSE"}
+
 
 def loss_panel(ax, rows: pd.DataFrame, y: str, log_y: bool = True) -> None:
     """One scenario: trained series with seed error bars, theory dashed, baselines dotted."""
@@ -18,6 +20,7 @@ def loss_panel(ax, rows: pd.DataFrame, y: str, log_y: bool = True) -> None:
     common.log_ticks(ax, sorted(rows["D"].dropna().unique()))
     if log_y:
         ax.set_yscale("log")
+    ax.set_ylabel(Y_LABELS[y])
     ax.legend(fontsize=7)
 
 
@@ -34,7 +37,6 @@ def loss_vs_D(frame: pd.DataFrame, y: str = "excess", log_y: bool = True):
         rows = frame[frame["scenario"] == scenario]
         loss_panel(ax, rows, y, log_y)
         ax.set_title(title(rows, scenario), fontsize=8)
-        ax.set_ylabel({"excess": "test excess MSE", "d_excess": "D x excess MSE"}[y])
     return fig
 
 
@@ -45,7 +47,11 @@ def draw_loss(frame):
 def draw_d_excess(frame):
     """F1b: D x excess flattens at the constants C_SH and C_MH (dashed)."""
     frame = frame[frame["source"] != "baseline"]
-    return loss_vs_D(frame, "d_excess", log_y=False)
+    fig = loss_vs_D(frame, "d_excess", log_y=False)
+    for ax in fig.axes:  # the legend in two columns above the flat SH line, which it otherwise covers
+        ax.set_ylim(0, 1.5 * ax.get_ylim()[1])
+        ax.legend(fontsize=7, ncol=2, loc="upper center")
+    return fig
 
 
 def draw_embedding(frame):
