@@ -70,7 +70,9 @@ def draw_kernel(frame: pd.DataFrame):
         ax.set_yscale("log")
         ax.set_xlabel("heads M")
         ax.set_ylabel(label)
-    axes[0, 0].axhline(limit["nmse"].mean(), linestyle="--", color="black", label="kernel limit (M = inf)")
+    kernel_nmse = limit["nmse"].mean()
+    axes[0, 0].axhline(kernel_nmse, linestyle="--", color="black", label="kernel limit (M = inf)")
+    axes[0, 0].set_ylim(bottom=min(axes[0, 0].get_ylim()[0], kernel_nmse / 2))  # off the axis edge
     start = finite[finite["M"] == M[0]]["gram_error"].mean()
     axes[0, 1].plot(M, start * (M / M[0]) ** -0.5, "--", color="grey", label="M^-1/2")
     axes[0, 0].set_title(f"target {frame['target'].iloc[0]}, n = {int(frame['n'].iloc[0])}", fontsize=8)
