@@ -61,3 +61,13 @@ def test_cui2024_theory_and_baseline_curves_never_share_a_colour():
     colours = line_colours(axes[0, 0])
     references = [colours[name] for name in ("SH theory", "MH theory", "GD-1", "OLS")]
     assert len(set(references)) == 4 and colours["SH"] not in references
+
+
+def test_chen2024_ols_interpolation_peak_leaves_the_other_methods_room():
+    rows = pd.DataFrame([{"method": method, "n": n, "excess_risk": risk}
+                         for method, peak in (("PtO", 1.0), ("OLS (min-norm)", 1e3))
+                         for n, risk in ((4, 0.5), (8, peak), (12, 0.01))])
+    fig, axes = common.panels(1)
+    chen2024.method_lines(axes[0, 0], rows, "n", ["PtO", "OLS (min-norm)"])
+    chen2024.clip_ols_peak(axes[0, 0], rows)
+    assert axes[0, 0].get_ylim()[1] == 10

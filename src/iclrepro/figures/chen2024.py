@@ -80,6 +80,18 @@ def method_lines(ax, rows, x: str, methods: list[str]) -> None:
     ax.set_ylabel("excess risk")
 
 
+def clip_ols_peak(ax, rows) -> None:
+    """Cut the y axis at 10x the other methods' worst risk where min-norm OLS's interpolation
+    peak (n = d) rises above it, which would squeeze every other line into a few decades."""
+    is_ols = rows["method"].str.startswith("OLS")
+    ceiling = 10 * rows.loc[~is_ols, "excess_risk"].max()
+    peak = rows.loc[is_ols, "excess_risk"].max()
+    if peak > ceiling:
+        ax.set_ylim(top=ceiling)
+        ax.annotate(f"OLS peak {peak:.2g} off-scale", (0.02, 0.98), xycoords="axes fraction",
+                    va="top", fontsize=6)
+
+
 def draw_algorithms(frame):
     """p.8 figure: excess risk against n per method, one panel per sigma; OLS theory dashed."""
     sigmas = sorted(frame["sigma"].unique())
@@ -89,6 +101,7 @@ def draw_algorithms(frame):
         rows = frame[(frame["sigma"] == sigma) & (frame["excess_risk"] > 0)]
         method_lines(ax, rows[rows["source"] != "theory"], "n", methods)
         common.reference_lines(ax, rows[rows["source"] == "theory"], "n", "excess_risk", "method", "--")
+        clip_ols_peak(ax, rows)
         ax.set_xlabel("in-context examples n")
         ax.set_title(f"sigma = {sigma:g}", fontsize=8)
         ax.legend(fontsize=6)
