@@ -80,14 +80,15 @@ def test_cli_into_a_closed_pipe_ends_without_a_traceback(workdir):
     assert listing.wait() == 1 and "Traceback" not in listing.stderr.read()
 
 
-def test_cli_predict_gives_one_column_per_seed(workdir, tmp_path):
+def test_cli_predict_gives_one_row_per_prompt_and_seed(workdir, tmp_path):
     node = next(iter(smoke_plan(workdir, "cui2024").cells.values()))
     prompts = workdir / "results" / "data" / f"{node.spec['test']}.parquet"
     out = tmp_path / "predictions.parquet"
     cli(workdir, "predict", f"results/cells/{node.id}", str(prompts), str(out))
     predictions = pd.read_parquet(out)
-    assert list(predictions.columns) == ["y_query", "seed_0", "seed_1"]
-    assert len(predictions) == 400 and predictions["seed_0"].notna().all()
+    assert list(predictions.columns) == ["prompt", "seed", "prediction", "y_query"]
+    assert len(predictions) == 2 * 400 and predictions["prediction"].notna().all()
+    assert (predictions.groupby("prompt")["y_query"].nunique() == 1).all()
 
 
 def test_every_figure_has_its_provenance(workdir):

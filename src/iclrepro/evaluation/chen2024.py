@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 
 from iclrepro import series_names, store
@@ -444,9 +443,7 @@ def predict(cell_dir: str, prompts_path: str, out: str) -> None:
                                f"{prompt_spec['task']['n']}; the cell was trained with {spec['task']['d']}, "
                                f"{spec['task']['n']}")
     guess = predictions(model, prompts).numpy()                                         # (S, B, K)
-    seed, prompt, n = np.indices(guess.shape)
-    frame = pd.DataFrame({"prompt": prompt.reshape(-1), "seed": np.asarray(spec["seeds"])[seed.reshape(-1)],
-                          "n": n.reshape(-1), "prediction": guess.reshape(-1),
-                          "target": tasks.clean(prompts).numpy()[prompt.reshape(-1), n.reshape(-1)]})
-    store.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), out,
-                        spec={"cell": spec, "prompts": prompt_spec})
+    rows = stages.prediction_rows(guess.shape, spec["seeds"], ("prompt", "n"))
+    frame = pd.DataFrame({**rows, "prediction": guess.reshape(-1),
+                          "target": tasks.clean(prompts).numpy()[rows["prompt"], rows["n"]]})
+    stages.write_predictions(frame, out, {"cell": spec, "prompts": prompt_spec})

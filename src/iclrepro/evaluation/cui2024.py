@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 
 from iclrepro import store
@@ -193,16 +192,18 @@ def tidy(spec: dict, node_id: str, results: str, out: str) -> None:
 
 
 def predict(cell_dir: str, prompts_path: str, out: str) -> None:
-    """Run a trained cell's seeds on a prompt set in the task's schema: one column per seed."""
+    """Run a trained cell's seeds on a prompt set in the task's schema: per prompt and seed, the
+    prediction and the query's label."""
     spec, model = models.load_cell(cell_dir)
     prompt_spec, prompts = tasks.read_test_set(prompts_path)
     if prompt_spec["scenario"]["d"] != spec["scenario"]["d"]:
         raise store.StoreError(f"{prompts_path}: prompts have d={prompt_spec['scenario']['d']}, "
                                f"the cell was trained with d={spec['scenario']['d']}")
-    predictions = models.predict(model, prompts).numpy()
-    columns = {"y_query": prompts["y"][:, -1].numpy()}
-    columns.update({f"seed_{seed}": predictions[i] for i, seed in enumerate(spec["seeds"])})
-    store.write_parquet(pa.table(columns), out, spec={"cell": spec, "prompts": prompt_spec})
+    predictions = models.predict(model, prompts).numpy()                                # (S, N)
+    rows = stages.prediction_rows(predictions.shape, spec["seeds"], ("prompt",))
+    frame = pd.DataFrame({**rows, "prediction": predictions.reshape(-1),
+                          "y_query": prompts["y"][:, -1].numpy()[rows["prompt"]]})
+    stages.write_predictions(frame, out, {"cell": spec, "prompts": prompt_spec})
 
 
 # ---------------------------------------------------------------------------

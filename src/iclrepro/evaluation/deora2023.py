@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 
 from iclrepro import store
@@ -268,9 +267,7 @@ def predict(cell_dir: str, sequences_path: str, out: str) -> None:
     X, y = sets["test"]["x"], sets["test"]["y"]
     with torch.no_grad():
         phi = model(X.expand(len(spec["seeds"]), *X.shape)).numpy()                    # (S, n)
-    seed, sequence = np.indices(phi.shape)
-    frame = pd.DataFrame({"sequence": sequence.reshape(-1), "seed": np.asarray(spec["seeds"])[seed.reshape(-1)],
-                          "phi": phi.reshape(-1), "y_hat": np.sign(phi).reshape(-1),
-                          "y": y.numpy()[sequence.reshape(-1)]})
-    store.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), out,
-                        spec={"cell": spec, "sequences": data_spec})
+    rows = stages.prediction_rows(phi.shape, spec["seeds"], ("sequence",))
+    frame = pd.DataFrame({**rows, "phi": phi.reshape(-1), "y_hat": np.sign(phi).reshape(-1),
+                          "y": y.numpy()[rows["sequence"]]})
+    stages.write_predictions(frame, out, {"cell": spec, "sequences": data_spec})

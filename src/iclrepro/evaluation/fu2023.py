@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 
 from iclrepro import store
@@ -178,7 +177,7 @@ def predict(cell_dir: str, prompts_path: str, out: str) -> None:
                                f"was fitted with d={spec['d']}, N={spec['N']}")
     with torch.no_grad():
         prediction = model(data["x"])                                             # (S, n)
-    seed, sample = (index.reshape(-1) for index in np.indices(prediction.shape))
-    frame = pd.DataFrame({"sample": sample, "seed": np.asarray(spec["seeds"])[seed],
-                          "prediction": prediction.numpy().reshape(-1), "target": data["f"].numpy()[sample]})
-    store.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), out, spec={"cell": spec, "data": data_spec})
+    rows = stages.prediction_rows(prediction.shape, spec["seeds"], ("sample",))
+    frame = pd.DataFrame({**rows, "prediction": prediction.numpy().reshape(-1),
+                          "target": data["f"].numpy()[rows["sample"]]})
+    stages.write_predictions(frame, out, {"cell": spec, "data": data_spec})

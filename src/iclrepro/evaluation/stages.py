@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -22,6 +23,18 @@ def write_tidy(kinds: dict[str, TidyBuilder], spec: dict, node_id: str, results:
     """One figure's tidy data as Parquet (what its drawing shows), built by its kind's function."""
     frame = kinds[spec["kind"]](spec, store.Layout(results))
     store.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), out, spec=spec, content=node_id)
+
+
+def prediction_rows(shape: tuple[int, ...], seeds: Sequence[int], axes: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Row labels of a prediction array with a leading seed axis, flattened in C order: the
+    position along the first item axis, the seed, then the position along each later axis,
+    each under its name in `axes` (the `predict` command's long format)."""
+    seed, first, *rest = (index.reshape(-1) for index in np.indices(shape))
+    return {axes[0]: first, "seed": np.asarray(seeds)[seed], **dict(zip(axes[1:], rest, strict=True))}
+
+
+def write_predictions(frame: pd.DataFrame, out: str, spec: dict) -> None:
+    store.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), out, spec=spec)
 
 
 def write_claims(paper: str, checks: Sequence[ClaimCheck], spec: dict, node_id: str, results: str, out: str) -> None:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 
 from iclrepro import series_names, store
@@ -469,10 +468,8 @@ def predict(cell_dir: str, prompts_path: str, out: str) -> None:
     frames = []
     for T, state in models.unroll(H.expand(W_KQ.shape[0], *H.shape), W_KQ, W_PV, PREDICT_LOOPS):
         score = (models.w_slot(state) * x_q).sum(-1)                                         # (S, B)
-        seed, prompt = np.indices(score.shape)
-        frames.append(pd.DataFrame({"prompt": prompt.reshape(-1), "seed": np.asarray(spec["seeds"])[seed.reshape(-1)],
-                                    "T": T, "score": score.numpy().reshape(-1),
+        rows = stages.prediction_rows(score.shape, spec["seeds"], ("prompt",))
+        frames.append(pd.DataFrame({**rows, "T": T, "score": score.numpy().reshape(-1),
                                     "y_hat": np.sign(score.numpy()).reshape(-1),
-                                    "y_query": y_q.numpy()[prompt.reshape(-1)]}))
-    store.write_parquet(pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False), out,
-                        spec={"cell": spec, "prompts": prompt_spec})
+                                    "y_query": y_q.numpy()[rows["prompt"]]}))
+    stages.write_predictions(pd.concat(frames, ignore_index=True), out, {"cell": spec, "prompts": prompt_spec})
