@@ -49,19 +49,26 @@ class Reference:
         z, x_q, y_q = tasks.context(prompts)
         return cls(z, x_q, y_q, prompts["w0"], theory.max_margin(z))
 
-    def gd_eta(self, gd_step: float) -> torch.Tensor:
-        """Plain GD's per-prompt step gd_step / R^2, R = max_i ||z_i|| (B, 1)."""
-        return gd_step / self.z.norm(dim=-1).amax(-1, keepdim=True) ** 2
+    def stable_gd_eta(self) -> torch.Tensor:
+        """Plain GD's classical stable step 1 / R^2 per prompt, R = max_i ||z_i|| (B, 1)."""
+        return 1 / self.z.norm(dim=-1).amax(-1, keepdim=True) ** 2
 
 
 def reference(layout: store.Layout, data_id: str) -> Reference:
     return Reference.of(tasks.read_test_set(layout.data(data_id), content=data_id)[1])
 
 
-def algorithm(ref: Reference, steps: list[int], rule: str, eta: float, gd_step: float) -> torch.Tensor:
-    """Iterates (K, B, d) of an explicit update rule from the test set's w_0."""
-    step = ref.gd_eta(gd_step) if rule == "gd" else eta
-    return theory.iterate(ref.z, ref.w0, step, steps, rule)
+def algorithm(ref: Reference, steps: list[int], rule: str, eta: float, gd_eta: float) -> tuple[torch.Tensor, int]:
+    """Iterates (K, B, d) of an explicit update rule from the test set's w_0, and the number of
+    prompts on which plain GD overflowed at step gd_eta and ran at 1 / R^2 instead (0 for NGD)."""
+    if rule != "gd":
+        return theory.iterate(ref.z, ref.w0, eta, steps, rule), 0
+    w = theory.iterate(ref.z, ref.w0, gd_eta, steps, rule)
+    overflowed = ~torch.isfinite(w).all(dim=-1).all(dim=0)                              # (B,)
+    if overflowed.any():
+        w[:, overflowed] = theory.iterate(ref.z[overflowed], ref.w0[overflowed],
+                                          ref.stable_gd_eta()[overflowed], steps, rule)
+    return w, int(overflowed.sum())
 
 
 def looped(W_KQ: torch.Tensor, W_PV: torch.Tensor, ref: Reference, steps: list[int]) -> torch.Tensor:
@@ -101,9 +108,12 @@ def rows(steps: list[int], seeds: list[int] | None, labels: dict, **columns: np.
 
 
 def algorithm_rows(ref: Reference, steps: list[int], spec: dict, rules, labels: dict) -> pd.DataFrame:
-    frames = [rows(steps, None, dict(labels, series=RULE_NAMES[rule], source="algorithm"),
-                   **scores(algorithm(ref, steps, rule, spec["eta"], spec["gd_step"]), ref))
-              for rule in rules]
+    """Scores of explicit rules per step; `stable_step_prompts` counts GD's prompts run at 1 / R^2."""
+    frames = []
+    for rule in rules:
+        w, fallbacks = algorithm(ref, steps, rule, spec["eta"], spec["gd_eta"])
+        frames.append(rows(steps, None, dict(labels, series=RULE_NAMES[rule], source="algorithm",
+                                             stable_step_prompts=fallbacks), **scores(w, ref)))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -152,7 +162,7 @@ def depth(spec: dict, layout: store.Layout) -> pd.DataFrame:
         d = ref.z.shape[-1]
         W_KQ, W_PV = (W.unsqueeze(0) for W in models.construction(d, spec["eta"]))
         constructed = looped(W_KQ, W_PV, ref, spec["L"])[:, 0]                           # (K, B, d)
-        ngd = algorithm(ref, spec["L"], "ngd", spec["eta"], spec["gd_step"])
+        ngd, _ = algorithm(ref, spec["L"], "ngd", spec["eta"], spec["gd_eta"])
         max_abs = (constructed - ngd).abs().amax(dim=(-1, -2)).numpy()
         frames.append(rows(spec["L"], None, dict(labels, series="constructed transformer", source="constructed"),
                            **scores(constructed, ref), max_abs_diff_ngd=max_abs))

@@ -55,7 +55,7 @@ class Planner:
         return plan.make("tidy", PAPER, {"figure": figure, "kind": kind, **spec}, name=figure, inputs=tuple(inputs))
 
     def algorithms(self) -> dict:
-        return {"eta": self.block["eta"], "gd_step": self.block["gd_step"]}
+        return {"eta": self.block["eta"], "gd_eta": self.block["gd_eta"]}
 
     def depth(self) -> plan.Node:
         """E1: one test set per context length N, no training."""
