@@ -71,3 +71,15 @@ def test_chen2024_ols_interpolation_peak_leaves_the_other_methods_room():
     chen2024.method_lines(axes[0, 0], rows, "n", ["PtO", "OLS (min-norm)"])
     chen2024.clip_ols_peak(axes[0, 0], rows)
     assert axes[0, 0].get_ylim()[1] == 10
+
+
+def test_deora2023_closed_form_margins_only_beside_the_value_block():
+    margins = [{"part": "margin", "H": H, "seed": 0, "init": init, "gamma_all": 0.3, "gamma_W": 0.2, "gamma_V": 0.1}
+               for H in (1, 4) for init in ("random", "one_step")]
+    closed = [{"part": "closed_form", "series": series, "value": value}
+              for series, value in (("gamma_value_uniform", 0.18), ("gamma_oracle", 0.7))]
+    training = [{"part": "training", "step": step, "loss": 1 / step, "init": "random"} for step in (1, 10)]
+    whole, value_block, _ = deora2023.draw_initialization(pd.DataFrame(margins + closed + training)).axes
+    def dotted(ax):
+        return sorted(line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == ":")
+    assert dotted(whole) == [] and dotted(value_block) == [0.18, 0.7]
