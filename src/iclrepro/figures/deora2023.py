@@ -7,7 +7,8 @@ from matplotlib.colors import LogNorm
 
 from iclrepro.figures import common
 
-LABELS = {"loss": "training loss", "test_loss": "test loss", "test_error": "test error",
+# the training loss of step k is the one its update descends, L(theta_{k-1}); the rest are after it
+LABELS = {"loss": "training loss L(theta_{k-1})", "test_loss": "test loss", "test_error": "test error",
           "relative_distance": "||theta_k - theta_0|| / ||theta_0||", "distance": "||theta_k - theta_0||"}
 
 
