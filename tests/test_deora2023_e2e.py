@@ -26,7 +26,7 @@ COLUMNS = {
 def test_every_figure_and_the_claims_are_written(workdir):
     assert_figures_written(workdir, "deora2023", {name: COLUMNS[name] for name in FIGURES})
     claims = written_claims(workdir, "deora2023")
-    assert len(claims) == 7 and set(claims["figure"]) == set(FIGURES)
+    assert len(claims) == 10 and set(claims["figure"]) == set(FIGURES)
 
 
 def test_tidy_data_hold_margins_and_theory_lines(workdir):

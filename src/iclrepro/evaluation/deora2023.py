@@ -190,6 +190,38 @@ def claim_heads_train_loss(figs, cfg) -> list[verdicts.Claim]:
         verdicts.at_most(ratio, bound))]
 
 
+def claim_training_rate(figs, cfg) -> list[verdicts.Claim]:
+    """Spec outcome 2: from rate_min_H on, the seed-mean training loss falls like 1/k over the
+    last decade of steps; measured: the slope farthest from -1."""
+    curve = figs["E1"][(figs["E1"]["part"] == "curve") & (figs["E1"]["H"] >= cfg["rate_min_H"])]
+    late = curve[curve["step"] >= curve["step"].max() / 10]
+    means = late.groupby(["H", "step"])["loss"].mean(skipna=False)
+    slopes = means.groupby("H").apply(lambda loss: verdicts.loglog_slope(loss.index.get_level_values("step"), loss))
+    _, H = verdicts.worst((slopes + 1).abs())
+    slope = float(slopes[H]) if H is not None else float("nan")
+    low, high = cfg["rate_slope"]
+    return [verdicts.Claim(
+        "training_loss_rate_one_over_k", "E1", f"the training loss falls like 1/k late in training "
+        f"(H >= {cfg['rate_min_H']})", slope,
+        f"log-log slope over the last decade of k in [{low:g}, {high:g}] for every H (worst: H = {H})",
+        verdicts.within(slope, low, high) and bool(slopes.between(low, high).all()))]
+
+
+def claim_largest_H_generalizes(figs, cfg) -> list[verdicts.Claim]:
+    """Spec outcome 3 at the largest H: a small test error and a small gap between test and
+    training loss at the last step (the training loss there is L(theta_{K-1}), one step early)."""
+    error, test, train = (last_step(figs["E2"], column) for column in ("test_error", "test_loss", "loss"))
+    H = error.index[-1]
+    gap = float(test[H] - train[H])
+    return [
+        verdicts.Claim("largest_H_low_test_error", "E2", f"the model with the most heads (H = {H}) classifies "
+                       "unseen sequences well", float(error[H]), f"test error <= {cfg['test_error_max']:g} "
+                       "(seed mean)", verdicts.at_most(float(error[H]), cfg["test_error_max"])),
+        verdicts.Claim("largest_H_small_generalization_gap", "E2", f"test loss stays close to the training loss "
+                       f"(H = {H})", gap, f"test loss - training loss at K <= {cfg['generalization_gap_max']:g} "
+                       "(seed means)", verdicts.at_most(gap, cfg["generalization_gap_max"]))]
+
+
 def claim_test_error(figs, cfg) -> list[verdicts.Claim]:
     error = last_step(figs["E2"], "test_error")
     gap = float(error.iloc[-1] - error.iloc[0])
@@ -246,8 +278,8 @@ def claim_hessian(figs, cfg) -> list[verdicts.Claim]:
         verdicts.within(measured, low, high))]
 
 
-CLAIMS = (claim_heads_train_loss, claim_test_error, claim_distance, claims_initialization, claim_samples,
-          claim_hessian)
+CLAIMS = (claim_heads_train_loss, claim_training_rate, claim_largest_H_generalizes, claim_test_error,
+          claim_distance, claims_initialization, claim_samples, claim_hessian)
 
 
 def claims(spec: dict, node_id: str, results: str, out: str) -> None:
