@@ -46,6 +46,21 @@ def test_a_fresh_log_whose_job_ended_on_this_machine_is_interrupted(tmp_path, mo
     assert integrity.cell_status(layout, cell, log) == "running"  # another machine's job cannot be told
 
 
+@pytest.mark.parametrize("name,text,complaint", [
+    ("index/aaaaaaaaaaaaaaaa.json", '{"id": "aaaaaaaaaaaaaaaa", "spec": {}}', "without stage, inputs, name, source"),
+    ("index/bbbbbbbbbbbbbbbb.json", '{"id": "b", "stage": "data", "spec": {"x": NaN}, "inputs": [], "name": "n", '
+                                    '"source": "s"}', "unreadable identity record"),
+    ("batches/train/x/1.json", '{"members": 5}', "no list of member cell ids"),
+    ("batches/train/x/2.json", '{"members": [{}]}', "no list of member cell ids"),
+])
+def test_verify_names_damaged_records_and_markers(tmp_path, name, text, complaint):
+    path = tmp_path / name
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    report = integrity.verify(str(tmp_path))
+    assert [problem for problem in report.problems if str(path) in problem and complaint in problem], report.problems
+
+
 def test_result_differences_names_changed_and_missing_results(tmp_path):
     expected, found = tmp_path / "expected", tmp_path / "found"
     for name, frame in (("cells/a/metrics.parquet", pd.DataFrame({"mse": [0.5, 0.25]})),

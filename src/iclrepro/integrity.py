@@ -119,16 +119,24 @@ def _check_named_files(results: str, report: Report) -> None:
     report.incomplete += _partial_figures(figure_files)
 
 
+RECORD_KEYS = ("id", "stage", "spec", "inputs", "name", "source")   # what store writes and verify reads
+
+
 def _identity_records(results: str, report: Report) -> dict[str, dict]:
     """The readable identity records, by id; each one that is not, or hashes to another id, is a problem."""
     records = {}
     for path in sorted(Path(results, "index").glob("*.json")):
         try:
             record = store.read_json(path)
+            missing = [key for key in RECORD_KEYS if key not in record]
+            if missing:
+                report.problems.append(f"{path}: an identity record without {', '.join(missing)}; delete it "
+                                       "and the entry it names, then rerun")
+                continue
             if store.identity_id(record) != path.stem or record["id"] != path.stem:
                 report.problems.append(f"{path}: its spec hashes to {store.identity_id(record)}, not {path.stem}")
             records[path.stem] = record
-        except (store.StoreError, KeyError, TypeError) as err:
+        except (store.StoreError, TypeError, ValueError) as err:   # ValueError: a NaN the hash refuses
             report.problems.append(f"{path}: unreadable identity record ({err})")
     return records
 
@@ -139,9 +147,12 @@ def _check_batch_markers(results: str, entries: dict[str, Path], report: Report)
     marker_of = {}
     for path in sorted(Path(results, "batches").glob("train/*/*.json")):
         try:
-            members = store.read_json(path).get("members", [])
+            members = store.read_json(path).get("members")
         except store.StoreError as err:
             report.problems.append(f"{err}; delete the marker and rerun")
+            continue
+        if not isinstance(members, list) or not all(isinstance(member, str) for member in members):
+            report.problems.append(f"{path}: no list of member cell ids; delete the marker and rerun")
             continue
         for member in members:
             marker_of[member] = path
