@@ -181,3 +181,30 @@ def test_version_names_the_package_its_checkout_and_the_stack(dirty, checkout, c
     assert first == f"iclrepro {importlib.metadata.version('iclrepro')} ({checkout})"
     assert f"torch {importlib.metadata.version('torch')}" in stack
     assert asked == [Path(cli.__file__).parent]   # the package's checkout, wherever the command runs
+
+
+def test_claims_table_without_its_outputs_leaves_the_claims_alone(tmp_path, capsys):
+    claims = [tmp_path / f"{paper}.parquet" for paper in ("a", "b", "c")]
+    for path in claims:
+        pd.DataFrame({"claim_id": ["x"]}).to_parquet(path)
+    before = [path.read_bytes() for path in claims]
+    assert cli.main(["claims-table", *map(str, claims)]) == 2
+    assert "name the two tables first" in capsys.readouterr().err
+    assert [path.read_bytes() for path in claims] == before
+
+
+@pytest.mark.parametrize("cell,out,complaint", [
+    ("cells/c", "data/p.parquet", "is the prompt set itself"),
+    ("cells/c", "cells/c/metrics.parquet", "among entries it would overwrite"),
+    ("cells/c", "cells", "is not a .parquet file"),
+    ("cells/none", "predictions.parquet", "is not a cell directory"),
+    ("data", "predictions.parquet", "names no known paper"),
+])
+def test_predict_refuses_to_write_over_the_store(tmp_path, capsys, cell, out, complaint):
+    results = tmp_path / "results"
+    (results / "cells" / "c").mkdir(parents=True)
+    (results / "cells" / "c" / "spec.json").write_text('{"spec": {"paper": "fu2023"}}')
+    (results / "data").mkdir()
+    (results / "data" / "spec.json").write_text('{"not": "a cell"}')
+    assert cli.main(["predict", str(results / cell), str(results / "data" / "p.parquet"), str(results / out)]) == 2
+    assert complaint in capsys.readouterr().err

@@ -26,6 +26,10 @@ RESULTS_FOLDERS = ("index", "data", "cells", "theory", "figures", "claims", "log
 def _claims_table(args) -> None:
     from iclrepro.evaluation import claims
 
+    # the outputs come first: a forgotten one would make a claims file the next output
+    if Path(args.out_md).suffix != ".md" or Path(args.out_html).suffix != ".html":
+        raise IclreproError(f"claims-table OUT.md OUT.html CLAIMS.parquet...: got {args.out_md} and "
+                            f"{args.out_html} to write; name the two tables first")
     claims.write_table(args.inputs, args.out_md, args.out_html)
 
 
@@ -148,11 +152,32 @@ def _bench(args) -> None:
     store.write_json(figures, args.out)
 
 
+def _check_predictions_path(out: Path, cell_dir: Path, prompts: Path) -> None:
+    """OUT is a new Parquet file outside the store's entries, which it would overwrite."""
+    store_root = cell_dir.resolve().parent.parent
+    inside = [store_root / folder for folder in (*RESULTS_FOLDERS, "batches")
+              if out.resolve().is_relative_to(store_root / folder)]
+    if out.suffix != ".parquet" or out.is_dir():
+        raise IclreproError(f"predict: {out} is not a .parquet file to write the predictions to")
+    if out.resolve() == prompts.resolve():
+        raise IclreproError(f"predict: OUT {out} is the prompt set itself; write the predictions elsewhere")
+    if inside:
+        raise IclreproError(f"predict: {out} lies in the store's {inside[0]}, among entries it would overwrite; "
+                            "write the predictions elsewhere")
+
+
 def _predict(args) -> None:
     from iclrepro import store
 
-    cell = store.read_json(Path(args.cell_dir) / "spec.json")
-    module, _, function = REGISTRY[cell["spec"]["paper"]].predict.partition(":")
+    cell_dir = Path(args.cell_dir)
+    if not cell_dir.is_dir():
+        raise IclreproError(f"predict CELL_DIR PROMPTS OUT: {cell_dir} is not a cell directory "
+                            "(results/cells/<id>)")
+    _check_predictions_path(Path(args.out), cell_dir, Path(args.prompts))
+    paper = store.read_json(cell_dir / "spec.json").get("spec", {}).get("paper")
+    if paper not in REGISTRY:
+        raise IclreproError(f"{cell_dir / 'spec.json'}: names no known paper ({paper!r}); is {cell_dir} a cell?")
+    module, _, function = REGISTRY[paper].predict.partition(":")
     getattr(importlib.import_module(module), function)(args.cell_dir, args.prompts, args.out)
 
 
