@@ -48,6 +48,8 @@ def test_a_cui2024_scenario_setting_its_family_ignores_is_named(raw, schema, sce
     (lambda c: c["cui2024"]["scales"]["smoke"]["training"].update(seeds="0"),
      r"config cui2024.training.seeds \(scale smoke\): 0 is less than the minimum of 1"),
     (lambda c: c.update(results="../outside"), r"config results: '../outside' must be a relative path"),
+    (lambda c: c.update(results="./src"), r"config results: './src' would put results among the workflow's"),
+    (lambda c: c.update(results="."), r"config results: '.' would put results among the workflow's"),
     (lambda c: c.update(papers=None), r"config papers: None is not of type 'array'"),
     (lambda c: c.update(papers={"chen2024": 1}), r"config papers: \{'chen2024': 1\} is not of type 'array'"),
     (lambda c: c["chen2024"]["scales"]["quick"]["training"].update(lr=float("nan")),

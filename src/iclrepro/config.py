@@ -204,11 +204,19 @@ def resolve(config: dict, schema: dict) -> dict:
     return coerce(resolved, schema, schema)
 
 
+# Folders of the workflow itself: results there would mix with (and .gitignore) its own files
+WORKFLOW_FOLDERS = ("src", "workflow", "tests", "profiles", "envs", ".ci", ".git", ".snakemake")
+
+
 def check_results_dir(results: str) -> str:
-    """The results directory must be a plain relative path (no traversal, no absolute path)."""
+    """The results directory must be a plain relative path (no traversal, no absolute path)
+    to a folder of its own."""
     path = Path(results)
     if path.is_absolute() or ".." in path.parts or not re.fullmatch(r"[\w./-]+", results):
         raise ConfigError(f"config results: {results!r} must be a relative path without '..'")
+    if not path.parts or path.parts[0] in WORKFLOW_FOLDERS:
+        raise ConfigError(f"config results: {results!r} would put results among the workflow's own files; "
+                          "name a folder of its own, such as results")
     return results
 
 
