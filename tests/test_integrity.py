@@ -122,6 +122,8 @@ def test_cells_and_gc_name_the_config_as_snakemake_does(root, tmp_path, capsys, 
     assert listed("gc", "--configfile", more[1]) == planned[0] | {stale}
     assert listed("gc", "--config", MORE_SEEDS) == planned[0] | {stale}
     assert listed("gc", "--configfile", *default, "--configfile", *more) == {stale}
+    assert cli.main(["gc", "--config", "papers=cui2024", "--results", str(tmp_path / "results")]) == 0
+    assert "--config papers does not narrow it" in capsys.readouterr().err
 
 
 def test_cells_warns_of_a_setting_the_chosen_scale_overrides(root, tmp_path, capsys, monkeypatch):
@@ -208,3 +210,9 @@ def test_predict_refuses_to_write_over_the_store(tmp_path, capsys, cell, out, co
     (results / "data" / "spec.json").write_text('{"not": "a cell"}')
     assert cli.main(["predict", str(results / cell), str(results / "data" / "p.parquet"), str(results / out)]) == 2
     assert complaint in capsys.readouterr().err
+
+
+def test_bench_kills_is_a_count(capsys):
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["bench", "--kills", "-3"])
+    assert "'-3' is not a whole number >= 0" in capsys.readouterr().err

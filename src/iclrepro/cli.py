@@ -126,9 +126,13 @@ def _verify(args) -> int:
 
 
 def _gc(args) -> None:
-    from iclrepro import integrity
+    from iclrepro import config, integrity
 
     configurations = [_as_snakemake_reads(files) for files in args.configfile or [["config.yaml"]]]
+    narrowing = sorted(set(config.parse_settings(args.config)) & {"scale", "papers", "accelerator"})
+    if narrowing:
+        print(f"iclrepro: gc keeps what every scale, paper block and accelerator plans; --config "
+              f"{', '.join(narrowing)} does not narrow it", file=sys.stderr)
     referenced = set().union(*(integrity.referenced_ids(_raw_config(files, args.config), _workdir(files))
                                for files in configurations))
     unused = integrity.garbage(_results_dir(args, configurations[0]), referenced)
@@ -179,6 +183,13 @@ def _predict(args) -> None:
         raise IclreproError(f"{cell_dir / 'spec.json'}: names no known paper ({paper!r}); is {cell_dir} a cell?")
     module, _, function = REGISTRY[paper].predict.partition(":")
     getattr(importlib.import_module(module), function)(args.cell_dir, args.prompts, args.out)
+
+
+def _count(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
 
 
 class _PrintVersion(argparse.Action):
@@ -245,7 +256,7 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--results", default="results", help="results of the last run (for peak RSS per rule)")
     bench.add_argument("--pipeline", action="store_true",
                        help="also time the quick pipeline from scratch with 2 cores and with 1 core (slow)")
-    bench.add_argument("--kills", type=int, default=0, metavar="N",
+    bench.add_argument("--kills", type=_count, default=0, metavar="N",
                        help="also kill the smoke pipeline N times at random moments and check each resumed "
                             "run against a whole one (slow: about a smoke run each)")
     bench.add_argument("--accelerator", choices=["cpu", "cuda"], default="cpu",
