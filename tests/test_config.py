@@ -47,6 +47,8 @@ def test_a_cui2024_scenario_setting_its_family_ignores_is_named(raw, schema, sce
      r"config cui2024.training.seeds \(scale smoke\): 1.5 is not of type 'integer'"),
     (lambda c: c["cui2024"]["scales"]["smoke"]["training"].update(seeds="0"),
      r"config cui2024.training.seeds \(scale smoke\): 0 is less than the minimum of 1"),
+    (lambda c: c["deora2023"]["claims"].update(hessian_slope=[-0.35, -0.65]),
+     r"config deora2023.claims.hessian_slope: \[-0.35, -0.65\] should be \[low, high\]"),
     (lambda c: c.update(results="../outside"), r"config results: '../outside' must be a relative path"),
     (lambda c: c.update(results="./src"), r"config results: './src' would put results among the workflow's"),
     (lambda c: c.update(results="."), r"config results: '.' would put results among the workflow's"),
