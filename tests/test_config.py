@@ -86,7 +86,9 @@ def test_several_config_files_merge_as_snakemakes_configfile_does(root, raw, tmp
 
 
 @pytest.mark.parametrize("text, message", [("- scale: smoke\n", "holds a map of settings, not a list"),
-                                           ("scale: [smoke\n", "not valid YAML")])
+                                           ("scale: [smoke\n", "not valid YAML"),
+                                           ("cui2024:\n  d: 3\nthreads: 1\ncui2024:\n  d: 4\n",
+                                            r"not valid YAML[\s\S]*found the key 'cui2024' twice")])
 def test_a_config_file_that_is_no_map_of_settings_is_named(root, tmp_path, text, message):
     (tmp_path / "more.yaml").write_text(text)
     with pytest.raises(config.ConfigError, match=f"more.yaml: .*{message}"):

@@ -226,6 +226,25 @@ def check_results_dir(results: str) -> str:
     return results
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML without repeated keys: PyYAML (and so Snakemake) keeps the last of two silently,
+    so a block pasted at the end of config.yaml would replace the whole earlier one."""
+
+
+def _map_of_unique_keys(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError("while reading a map", node.start_mark,
+                                                    f"found the key {key!r} twice", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _map_of_unique_keys)
+
+
 def read(config_paths: str | Path | Sequence[str | Path]) -> dict:
     """The raw config, unvalidated: one file, or several merged in order, a later file
     overriding an earlier one as with Snakemake's `--configfile A B`."""
@@ -233,7 +252,7 @@ def read(config_paths: str | Path | Sequence[str | Path]) -> dict:
     merged = {}
     for path in map(Path, paths):
         try:
-            settings = yaml.safe_load(path.read_text()) or {}
+            settings = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
         except yaml.YAMLError as err:

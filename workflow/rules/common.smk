@@ -18,6 +18,8 @@ from iclrepro import config as configuration, plan as planning, store, workspace
 from iclrepro.papers import REGISTRY  # noqa: E402
 
 try:
+    # read here for its checks only (a key given twice): Snakemake's reading keeps the last
+    configuration.read([ROOT / "config.yaml", *workflow.config_settings.configfiles])
     CONFIG = configuration.check_and_resolve(config, configuration.load_schema(ROOT))
     PLAN = planning.build(CONFIG)
 except (configuration.ConfigError, planning.PlanError) as err:
