@@ -21,11 +21,12 @@ def check(raw, schema, edit):
 
 @pytest.mark.parametrize("scenario, message", [
     ({"d": 5, "w0_norm": 2.0}, r"scenarios.odd.w0_norm: unused, as it is the prior's mean"),
-    ({"d": 5, "tau": 0.3, "W": 2.0}, r"scenarios.odd.W: unused, as a prior scenario's E\|\|w\|\|\^2 is")])
+    ({"d": 5, "tau": 0.3, "W": 2.0}, r"scenarios.odd.W: unused, as a prior scenario's E\|\|w\|\|\^2 is"),
+    ({"d": 5, "rho": 0.5, "r": 0.3}, r"scenarios.odd: a scenario sets at most one of rho, r, tau")])
 def test_a_cui2024_scenario_setting_its_family_ignores_is_named(raw, schema, scenario, message):
+    """Named even when no figure uses the scenario."""
     broken = copy.deepcopy(raw)
     broken["cui2024"]["scenarios"]["odd"] = scenario
-    broken["cui2024"]["scales"]["smoke"]["figures"]["F3"]["scenarios"] = ["odd"]
     with pytest.raises(plan.PlanError, match=message):
         plan.build(config.check_and_resolve(dict(broken, scale="smoke"), schema))
 

@@ -40,6 +40,8 @@ class Planner:
         self.block = config[PAPER]
         self.accelerator = config["accelerator"]
         self.theory_nodes: dict[str, plan.Node] = {}
+        for name in self.block["scenarios"]:   # those no figure uses too: a mistake waits for no figure
+            scenario_spec(self.block, name)
 
     def test_set(self, scenario: dict, D: int) -> plan.Node:
         spec = {"paper": PAPER, "scenario": scenario, "D": D,
