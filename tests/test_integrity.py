@@ -216,3 +216,11 @@ def test_bench_kills_is_a_count(capsys):
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["bench", "--kills", "-3"])
     assert "'-3' is not a whole number >= 0" in capsys.readouterr().err
+
+
+def test_bench_says_when_results_hold_no_job_records(tmp_path, capsys, monkeypatch):
+    from iclrepro import bench
+
+    monkeypatch.setattr(bench, "run", lambda *args: {})
+    assert cli.main(["bench", "--results", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b.json")]) == 0
+    assert "holds no job records" in capsys.readouterr().err

@@ -151,6 +151,9 @@ def _gc(args) -> None:
 def _bench(args) -> None:
     from iclrepro import bench, store
 
+    if not Path(args.results, "benchmarks").is_dir():
+        print(f"iclrepro: note: {args.results} holds no job records (benchmarks/) of a run, so peak_rss_mb "
+              "stays empty; give --results of a run's results directory", file=sys.stderr)
     figures = bench.run(Path(args.workdir), Path(args.results), args.pipeline, args.kills, args.accelerator)
     print(bench.table(figures))
     store.write_json(figures, args.out)
