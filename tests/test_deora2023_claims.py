@@ -38,3 +38,13 @@ def test_largest_H_verdicts_follow_test_error_and_gap(error, test_loss, verdicts
     claims = evaluation.claim_largest_H_generalizes({"E2": final_quantities(error, test_loss)}, CLAIMS)
     assert [claim.measured for claim in claims] == pytest.approx([error, test_loss - 0.05])
     assert [claim.passed for claim in claims] == verdicts
+
+
+@pytest.mark.parametrize("t2_slope,passed", [(-0.5, True), (-0.1, False)])
+def test_hessian_claims_read_each_probe_slope(t2_slope, passed):
+    frame = pd.DataFrame([{"probe": "T1", "slope": -0.45}, {"probe": "T1", "slope": -0.45},
+                          {"probe": "T2", "slope": t2_slope}])
+    settings = {"hessian_slope": [-0.65, -0.35], "weak_convexity_slope": [-0.65, -0.35]}
+    t1, t2 = evaluation.claims_hessian({"hessian": frame}, settings)
+    assert (t1.measured, t1.passed) == (-0.45, True)
+    assert (t2.measured, t2.passed) == (t2_slope, passed)

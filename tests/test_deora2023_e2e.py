@@ -19,14 +19,14 @@ COLUMNS = {
     "E4": {"part", "H", "seed", "init", "gamma_all", "gamma_W", "gamma_V", "phi0_max", "series", "value", "step",
            "loss"},
     "E5": {"part", "n", "H", "seed", "train_loss", "test_loss", "test_error", "gamma", "T4_bound", "series"},
-    "hessian": {"H", "seed", "sequence", "hessian_norm", "slope"},
+    "hessian": {"probe", "H", "seed", "sequence", "hessian_norm", "lambda_min", "loss", "weak_convexity", "slope"},
 }
 
 
 def test_every_figure_and_the_claims_are_written(workdir):
     assert_figures_written(workdir, "deora2023", {name: COLUMNS[name] for name in FIGURES})
     claims = written_claims(workdir, "deora2023")
-    assert len(claims) == 10 and set(claims["figure"]) == set(FIGURES)
+    assert len(claims) == 11 and set(claims["figure"]) == set(FIGURES)
 
 
 def test_tidy_data_hold_margins_and_theory_lines(workdir):

@@ -104,11 +104,33 @@ def test_hessian_probe_matches_the_full_hessian():
     assert probe == pytest.approx(exact, rel=1e-3)  # power iteration approaches it from below
 
 
-def test_hessian_norm_at_init_shrinks_like_inverse_sqrt_H_on_a_toy_size():
+def test_weak_convexity_probe_matches_the_full_hessian_of_the_loss():
+    H = 2
+    torch.manual_seed(3)
+    W, V = 0.2 * torch.randn(H, MIX.d, MIX.d, dtype=torch.float64), torch.randn(H, MIX.d, dtype=torch.float64)
+    data, u = tasks.sample(MIX, 6, 1, 0)["train"], models.readout(MIX.T, "mean")
+    sizes = (W.numel(), V.numel())
+
+    def loss(theta):
+        phi = models.output(theta[: sizes[0]].view_as(W)[None], theta[sizes[0]:].view_as(V)[None],
+                            data["x"][None], u, H**-0.5)[0]
+        return models.logistic(data["y"] * phi).mean()
+
+    theta = torch.cat([W.flatten(), V.flatten()])
+    lowest = float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, theta))[0])
+    probe = theory.weak_convexity(W, V, data["x"], data["y"], u, H**-0.5)
+    assert probe["lambda_min"] == pytest.approx(lowest, rel=1e-5) and lowest < 0
+    assert probe["weak_convexity"] == pytest.approx(lowest / float(loss(theta)), rel=1e-5)
+
+
+def test_hessian_probes_at_init_shrink_like_inverse_sqrt_H_on_a_toy_size():
+    """T1's Hessian norm of Phi and T2's -lambda_min / L of the training loss."""
     mix = tasks.Mixture(T=4, d=6, M=2, zeta=0.5)
     spec = {"mixture": mix.to_spec(), "model": {"sigma_v": 1.0, "scale": "1/sqrt(H)", "readout": "mean"},
-            "data_seed": 0, "H": [1, 4, 16, 64], "sequences": 2, "seeds": 3, "power_iterations": 30}
+            "data_seed": 0, "H": [1, 4, 16, 64], "sequences": 2, "loss_sequences": 16, "seeds": 3,
+            "power_iterations": 30}
     rows = theory.hessian_rows(spec)
-    means = rows.groupby("H")["hessian_norm"].mean()
-    fitted = float(torch.tensor(means.to_numpy()).log().diff().sum() / math.log(64))
-    assert -0.65 <= fitted <= -0.35, means
+    for probe, size in (("T1", rows["hessian_norm"]), ("T2", -rows["weak_convexity"])):
+        means = size[rows["probe"] == probe].groupby(rows["H"]).mean()
+        fitted = float(torch.tensor(means.to_numpy()).log().diff().sum() / math.log(64))
+        assert -0.65 <= fitted <= -0.35, (probe, means)

@@ -124,16 +124,21 @@ def draw_samples(frame):
 
 
 def draw_hessian(frame):
-    """T1: ||grad^2 Phi(theta_0; X)||_op against H (seed and sequence bars), reference slope -1/2."""
-    fig, axes = common.panels(1, width=4.5)
-    ax = axes[0, 0]
-    common.seed_bars(ax, frame.assign(series="measured"), "H", "hessian_norm", "series")
-    means = frame.groupby("H")["hessian_norm"].mean()
-    H = means.index.to_numpy(dtype=float)
-    ax.plot(H, means.iloc[0] * (H / H[0]) ** -0.5, "k--", label="slope -1/2")
-    ax.set(xscale="log", yscale="log", xlabel="heads H", ylabel="||Hessian of Phi||_op at init")
-    ax.set_title(f"fitted slope {frame['slope'].iloc[0]:.3f}", fontsize=8)
-    ax.legend(fontsize=7)
+    """T1: ||grad^2 Phi(theta_0; X)||_op against H (seed and sequence bars); T2: the training
+    loss's -lambda_min / L at theta_0 against H (seed bars); each with a reference slope -1/2."""
+    fig, axes = common.panels(2, width=4.5)
+    probes = (("T1", "hessian_norm", "||Hessian of Phi||_op at init"),
+              ("T2", "negative_curvature", "-lambda_min(Hessian of L) / L at init"))
+    shown = frame.assign(negative_curvature=-frame["weak_convexity"], series="measured")
+    for ax, (probe, y, label) in zip(axes[0], probes, strict=True):
+        rows = shown[shown["probe"] == probe]
+        common.seed_bars(ax, rows, "H", y, "series")
+        means = rows.groupby("H")[y].mean()
+        H = means.index.to_numpy(dtype=float)
+        ax.plot(H, means.iloc[0] * (H / H[0]) ** -0.5, "k--", label="slope -1/2")
+        ax.set(xscale="log", yscale="log", xlabel="heads H", ylabel=label)
+        ax.set_title(f"{probe}: fitted slope {rows['slope'].iloc[0]:.3f}", fontsize=8)
+        ax.legend(fontsize=7)
     return fig
 
 

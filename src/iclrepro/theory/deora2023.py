@@ -10,7 +10,10 @@
 * `training_bound`, `test_bound`, `rate_line`: the T3 / T4b bound curves with their constants
   as config values, and the c / (eta gamma^2 k) shape line of T5.
 * `hessian_norm`: ||grad^2_theta Phi(theta_0; X)||_op by power iteration on Hessian-vector
-  products (T1); `write` is the theory stage, the Hessian norm at initialisation across H.
+  products (T1).
+* `weak_convexity`: lambda_min(grad^2 L(theta_0)) / L(theta_0) of the training loss, by Lanczos
+  on Hessian-vector products (T2: its negative part shrinks like H^(-1/2)).
+`write` is the theory stage: both probes at initialisation across H.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
+from scipy.sparse.linalg import LinearOperator, eigsh
 from torch.func import grad, jvp, vmap
 
 from iclrepro import store
@@ -130,11 +134,33 @@ def hessian_norm(W, V, x, u, scale, iterations: int, generator: torch.Generator)
     return value
 
 
+def weak_convexity(W, V, X, y, u, scale) -> dict[str, float]:
+    """lambda_min of the Hessian of the logistic training loss L on (X, y) over theta = (W, V),
+    L itself, and their ratio (T2), by Lanczos (scipy's eigsh, from a fixed start vector)."""
+    sizes = (W.numel(), V.numel())
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        w, v = theta.split(sizes)
+        return models.logistic(y * models.output(w.view_as(W)[None], v.view_as(V)[None], X[None], u, scale)[0]).mean()
+
+    theta = torch.cat([W.flatten(), V.flatten()])
+
+    def hessian_times(vector: np.ndarray) -> np.ndarray:
+        return jvp(grad(loss), (theta,), (torch.from_numpy(vector).reshape(theta.shape),))[1].numpy()
+
+    operator = LinearOperator((theta.numel(), theta.numel()), matvec=hessian_times, dtype=np.float64)
+    lowest = float(eigsh(operator, k=1, which="SA", tol=1e-6, v0=np.ones(theta.numel()))[0][0])
+    value = float(loss(theta))
+    return {"lambda_min": lowest, "loss": value, "weak_convexity": lowest / value}
+
+
 def hessian_rows(spec: dict) -> pd.DataFrame:
-    """||grad^2 Phi(theta_0; X)||_op per H, initialisation seed and probe sequence."""
+    """Per H and initialisation seed: ||grad^2 Phi(theta_0; X)||_op per probe sequence (probe
+    T1) and the training loss's lambda_min / L on loss_sequences labelled ones (probe T2)."""
     mix = tasks.Mixture(**spec["mixture"])
     model = spec["model"]
     X = tasks.sample(mix, spec["sequences"], 0, spec["data_seed"])["train"]["x"]
+    labelled = tasks.sample(mix, spec["loss_sequences"], 0, spec["data_seed"])["train"]
     rows = []
     for H in spec["H"]:
         for seed in range(spec["seeds"]):
@@ -143,13 +169,15 @@ def hessian_rows(spec: dict) -> pd.DataFrame:
             W = torch.zeros(H, mix.d, mix.d, dtype=torch.float64)
             u, scale = models.readout(mix.T, model["readout"]), models.head_scale(H, model["scale"])
             for index, x in enumerate(X):
-                rows.append({"H": H, "seed": seed, "sequence": index,
+                rows.append({"probe": "T1", "H": H, "seed": seed, "sequence": index,
                              "hessian_norm": hessian_norm(W, V, x, u, scale, spec["power_iterations"],
                                                           generator)})
+            rows.append({"probe": "T2", "H": H, "seed": seed,
+                         **weak_convexity(W, V, labelled["x"], labelled["y"], u, scale)})
     return pd.DataFrame(rows)
 
 
 def write(spec: dict, content: str, out) -> None:
-    """Theory stage: the Hessian-norm probe at initialisation (T1)."""
+    """Theory stage: the Hessian probes at initialisation (T1, T2)."""
     store.write_parquet(pa.Table.from_pandas(hessian_rows(spec), preserve_index=False), out, spec=spec,
                         content=content)
