@@ -16,7 +16,7 @@ class PaperStages:
     planner: str  # module with Planner(config).nodes() -> list[Node], describe(cell spec) -> str and
                   # resources(cell spec) -> {mem_mb, runtime (minutes)}
     data: str     # (spec, id, out) -> None: write a test or training set
-    train: str    # (spec, id, data, out_dir, threads, checkpoint_minutes) -> None: train + evaluate
+    train: str    # (spec, id, data, out_dir, threads) -> None: train + evaluate
     objective: str  # (cell spec, device) -> training.core.Objective (what `iclrepro bench` times)
     predict: str  # (cell_dir, prompts, out) -> None: run a trained cell on a prompt set
     theory: str   # (spec, id, out) -> None: closed forms / reference algorithms

@@ -15,9 +15,6 @@ from iclrepro.tasks.fu2023_target import Target
 
 PAPER = "fu2023"
 FIGURES = ("A", "B", "C", "D")
-MODELS = ("rfa", "brfa", "rfmlp")
-
-
 RIDGE_BLOCK_ROWS = 4096  # baselines.ridge.BLOCK_ROWS (not imported: planning stays torch-free)
 
 

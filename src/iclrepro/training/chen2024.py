@@ -54,9 +54,8 @@ def metrics(spec: dict, model: models.Transformer, losses, heldout: dict[str, to
                      "excess_risk": risk.reshape(-1), "loss": np.repeat(losses[-1], K)})
 
 
-def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads: int = 1,
-               checkpoint_minutes: float = 5.0) -> None:
+def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads: int = 1) -> None:
     """Train stage: fit all seeds as one ensemble (resuming a checkpoint), score, write the cell."""
     _, heldout = tasks.read_test_set(data[0], content=spec["heldout"])
-    core.train_cell(spec, cell_id, out_dir, threads, checkpoint_minutes, PrefixRegression,
+    core.train_cell(spec, cell_id, out_dir, threads, PrefixRegression,
                     lambda objective, fitted: metrics(spec, objective.model.cpu(), fitted.losses, heldout))

@@ -408,7 +408,7 @@ def write_cell(out_dir, cell_id: str, spec: dict, model: nn.Module, fitted: Fitt
     checkpoint_of(out_dir).remove()
 
 
-def train_cell(spec: dict, cell_id: str, out_dir, threads: int, checkpoint_minutes: float,
+def train_cell(spec: dict, cell_id: str, out_dir, threads: int,
                make_objective: Callable[[dict, torch.device], Objective],
                score: Callable[[Objective, Fitted], pa.Table]) -> None:
     """Fit every seed of a cell as one ensemble (resuming its checkpoint), score it, write the cell.
@@ -421,12 +421,15 @@ def train_cell(spec: dict, cell_id: str, out_dir, threads: int, checkpoint_minut
     configure_threads(threads)
     objective = make_objective(spec, device_of(accelerator))
     optimisation = Optimisation(**spec["training"]["optimisation"])
-    checkpoint = checkpoint_of(out_dir, 60 * checkpoint_minutes)
+    checkpoint = checkpoint_of(out_dir)
     fitted = fit(objective, optimisation, cell_id, len(spec["seeds"]), accelerator, checkpoint)
     metrics = score(objective, fitted)
     write_cell(out_dir, cell_id, spec, objective.model.cpu(), fitted, metrics, started, threads, accelerator)
 
 
-def checkpoint_of(out_dir, every_seconds: float = 300.0) -> Checkpointing:
-    """The checkpoint of a cell directory (a paper's train function passes it to `fit`)."""
-    return Checkpointing(Path(out_dir) / "checkpoint.pt", every_seconds)
+CHECKPOINT_SECONDS = 300.0   # a killed job loses at most this much training
+
+
+def checkpoint_of(out_dir) -> Checkpointing:
+    """The checkpoint of a cell directory: `train_cell` resumes from it, `write_cell` removes it."""
+    return Checkpointing(Path(out_dir) / "checkpoint.pt", CHECKPOINT_SECONDS)

@@ -73,9 +73,8 @@ def metrics(spec: dict, model: torch.nn.Module, prompts: dict[str, torch.Tensor]
     })
 
 
-def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads: int = 1,
-               checkpoint_minutes: float = 5.0) -> None:
+def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads: int = 1) -> None:
     """Train stage: fit all seeds (resuming a checkpoint), score on the test set, write the cell."""
     _, test = tasks.read_test_set(data[0], content=spec["test"])
-    core.train_cell(spec, cell_id, out_dir, threads, checkpoint_minutes, Regression,
+    core.train_cell(spec, cell_id, out_dir, threads, Regression,
                     lambda objective, fitted: metrics(spec, objective.model.cpu(), test))

@@ -82,10 +82,9 @@ def metrics(objective: FullBatchLogistic, seeds: list[int]) -> pa.Table:
                      "test_error": test["error"].cpu().numpy()})
 
 
-def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads: int = 1,
-               checkpoint_minutes: float = 5.0) -> None:
+def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads: int = 1) -> None:
     """Train stage: read each seed's data set, fit the ensemble (resuming a checkpoint), write the cell."""
     sets = [tasks.read_data_set(path, content=data_id)[1] for path, data_id in zip(data, spec["data"], strict=True)]
-    core.train_cell(spec, cell_id, out_dir, threads, checkpoint_minutes,
+    core.train_cell(spec, cell_id, out_dir, threads,
                     lambda spec, device: FullBatchLogistic(spec, device, sets),
                     lambda objective, fitted: metrics(objective, spec["seeds"]))

@@ -77,8 +77,7 @@ def metrics(spec: dict, objective: RidgeFit, losses: np.ndarray, test: dict[str,
                      "lambda": [s.lam for s in chosen], "validation_mse": [min(s.validation_mse) for s in chosen]})
 
 
-def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads: int = 1,
-               checkpoint_minutes: float = 5.0) -> None:
+def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads: int = 1) -> None:
     """Train stage: data[0] is the test set, data[1:] the seeds' training sets (in seed order)."""
     started = time.time()
     core.configure_threads(threads)
@@ -87,7 +86,7 @@ def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads:
                                                                                          strict=True)]
     objective = RidgeFit(spec, torch.device("cpu"), training_sets)
     optimisation = core.Optimisation(**spec["training"]["optimisation"])
-    # one solve: nothing to checkpoint (checkpoint_minutes is part of the common signature)
+    # one solve: nothing to checkpoint
     fitted = core.fit(objective, optimisation, cell_id, len(spec["seeds"]))
     core.write_cell(out_dir, cell_id, spec, objective.model, fitted,
                     metrics(spec, objective, fitted.losses, test), started, threads, "cpu")

@@ -100,9 +100,8 @@ def metrics(spec: dict, model: models.SoftmaxLayer, losses, heldout: dict[str, t
     return pa.table(columns)
 
 
-def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads: int = 1,
-               checkpoint_minutes: float = 5.0) -> None:
+def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads: int = 1) -> None:
     """Train stage: fit all seeds as one ensemble (resuming a checkpoint), write the cell with its snapshots."""
     _, heldout = tasks.read_test_set(data[0], content=spec["heldout"])
-    core.train_cell(spec, cell_id, out_dir, threads, checkpoint_minutes, OneStepSupervision,
+    core.train_cell(spec, cell_id, out_dir, threads, OneStepSupervision,
                     lambda objective, fitted: metrics(spec, objective.model.cpu(), fitted.losses, heldout))
