@@ -93,3 +93,16 @@ def test_model_file_refuses_pickled_objects(tmp_path):
     torch.save({"spec": "{}", "state": {"w": torch.zeros(1)}, "evil": object()}, path)
     with pytest.raises(store.StoreError, match="unreadable model file"):
         store.load_model(path)
+
+
+def test_a_test_set_with_fewer_rows_than_its_spec_is_refused(tmp_path):
+    """Every paper's stored prompt sets count their rows against the spec (chen2024's did not)."""
+    from iclrepro.tasks import chen2024
+
+    spec = {"task": {"d": 3, "s": 1, "sigma": 0.1, "n": 4}, "prompts": 5, "seed": 0}
+    path = tmp_path / "test.parquet"
+    chen2024.write_test_set(spec, "a" * 16, path)
+    assert chen2024.read_test_set(path)[1]["x"].shape[0] == 5
+    store.write_parquet(store.read_parquet(path).slice(0, 4), path, spec=spec, content="a" * 16)
+    with pytest.raises(store.StoreError, match="4 rows, the spec says 5"):
+        chen2024.read_test_set(path)

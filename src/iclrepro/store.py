@@ -280,16 +280,21 @@ def parquet_spec(table: pa.Table, path) -> dict:
     return json.loads(raw)
 
 
-def read_stored_set(path, content: str | None, settings, schema, what: str) -> tuple[pa.Table, dict, object]:
+def read_stored_set(path, content: str | None, settings, schema, what: str,
+                    rows: str | None = None) -> tuple[pa.Table, dict, object]:
     """A stored data set: its table, its spec and `settings(spec)`, with columns checked against
-    `schema(settings)`. Every mismatch raises StoreError naming the file; `what` says what it should be."""
+    `schema(settings)` and, if `rows` names a spec key, the row count against spec[rows]. Every
+    mismatch raises StoreError naming the file; `what` says what it should be."""
     table = read_parquet(path, content=content)
     spec = parquet_spec(table, path)
     try:
         made = settings(spec)
+        expected_rows = spec[rows] if rows else table.num_rows
     except (KeyError, TypeError, ValueError) as err:
         raise StoreError(f"{path}: not {what} ({err})") from None
     check_columns(table, schema(made), path)
+    if table.num_rows != expected_rows:
+        raise StoreError(f"{path}: {table.num_rows} rows, the spec says {expected_rows}")
     return table, spec, made
 
 

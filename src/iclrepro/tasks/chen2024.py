@@ -83,5 +83,5 @@ def write_test_set(spec: dict, content: str, out) -> None:
 def read_test_set(path, content: str | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
     """(spec, prompts) of a test set; raises StoreError naming the file on any mismatch."""
     table, spec, task = store.read_stored_set(path, content, lambda spec: Task(**spec["task"]), _schema,
-                                              "a chen2024 test set")
+                                              "a chen2024 test set", rows="prompts")
     return spec, columns.tensors(table, _shapes(task))

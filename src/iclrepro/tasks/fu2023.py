@@ -103,9 +103,7 @@ def _sizes(spec: dict) -> tuple[int, int]:
 def read_set(path, content: str | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
     """(spec, {x (n, N+1, d), f (n,), y (n,)}); raises StoreError naming the file on a mismatch."""
     table, spec, (d, N) = store.read_stored_set(path, content, _sizes, lambda sizes: _schema(*sizes),
-                                                "a fu2023 data set")
-    if table.num_rows != spec["rows"]:
-        raise store.StoreError(f"{path}: {table.num_rows} rows, the spec says {spec['rows']}")
+                                                "a fu2023 data set", rows="rows")
     found = columns.tensors(table, {"x": (N + 1, d)})
     # np.array copies: torch warns on the read-only buffers Arrow hands out
     found.update({name: torch.from_numpy(np.array(table.column(name).to_numpy())) for name in ("f", "y")})
