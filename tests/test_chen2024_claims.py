@@ -38,8 +38,8 @@ def importance_frame(layer1, later):
 
 
 def test_head_claims_pass_and_fail_with_the_data():
-    good = evaluation.claims_heads({"importance": importance_frame([0.5, 0.4, 0.1], [0.9, 0.05, 0.05])}, CFG)
-    bad = evaluation.claims_heads({"importance": importance_frame([0.9, 0.05, 0.05], [0.4, 0.3, 0.3])}, CFG)
+    good = evaluation.claims_head_importance({"importance": importance_frame([0.5, 0.4, 0.1], [0.9, 0.05, 0.05])}, CFG)
+    bad = evaluation.claims_head_importance({"importance": importance_frame([0.9, 0.05, 0.05], [0.4, 0.3, 0.3])}, CFG)
     assert [c.passed for c in good] == [True, True] and [c.passed for c in bad] == [False, False]
 
 
@@ -76,9 +76,9 @@ def test_a_diverged_point_fails_the_pto_claims():
 
 def test_head_count_claim_uses_n_at_least_d():
     frame = pd.DataFrame({"H": [1, 1, 4, 4], "n": [2, 4, 2, 4], "seed": 0, "excess_risk": [1.0, 0.5, 2.0, 0.4]})
-    assert evaluation.claim_heads({"risk_vs_n": frame}, CFG)[0].passed
+    assert evaluation.claim_more_heads_lower_risk({"risk_vs_n": frame}, CFG)[0].passed
     frame.loc[3, "excess_risk"] = 0.6
-    assert not evaluation.claim_heads({"risk_vs_n": frame}, CFG)[0].passed
+    assert not evaluation.claim_more_heads_lower_risk({"risk_vs_n": frame}, CFG)[0].passed
 
 
 def dimension_frame(pto_at_largest_d):

@@ -56,25 +56,25 @@ def _dotted(path) -> str:
     return ".".join(str(part) for part in path) or "(top level)"
 
 
+# YAML's .nan and .inf (and 1e400, read as text, then as a float) are no setting's value: they
+# would pass the schema's bounds and fail later, when a spec is hashed, with no key named
 def _is_finite_number(checker, instance) -> bool:
     return jsonschema.Draft202012Validator.TYPE_CHECKER.is_type(instance, "number") and math.isfinite(instance)
 
 
-# YAML's .nan and .inf (and 1e400, read as text, then as a float) are no setting's value: they
-# would pass the schema's bounds and fail later, when a spec is hashed, with no key named
 def _ascending(validator, wanted: bool, instance, schema):
     """Our keyword `ascending`: a [low, high] range (a reversed one would fail every claim it bounds)."""
     if wanted and validator.is_type(instance, "array") and len(instance) == 2 and instance[0] > instance[1]:
         yield jsonschema.ValidationError(f"{instance} should be [low, high], with low <= high")
 
 
-FiniteValidator = jsonschema.validators.extend(
+ConfigValidator = jsonschema.validators.extend(
     jsonschema.Draft202012Validator, validators={"ascending": _ascending},
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("number", _is_finite_number))
 
 
 def _raise_first(schema: dict, instance, prefix: tuple, where: str = "") -> None:
-    validator = FiniteValidator(schema)
+    validator = ConfigValidator(schema)
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
         error = jsonschema.exceptions.best_match(errors)

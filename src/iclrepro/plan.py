@@ -4,11 +4,11 @@ A `Node` is one unit of work: a test set, a training cell, a theory table, a fig
 tidy data, its drawing, a paper's claims. Each paper module (`iclrepro.papers.<id>`)
 declares which nodes its figures need; this module gives them ids and paths.
 
-Ids: data sets and cells live at paths keyed by `content_id(spec, fingerprint(stage
-module))`, so a changed setting or stage source makes new paths only for what it touches.
-Named outputs (theory, figures, claims) keep readable paths and carry a `version` (the
-same hash over their spec and inputs) that the rules pass as a param, so Snakemake
-reruns them exactly when it changes.
+Ids: every node's id is `store.identity_id` of its spec, its inputs' ids, its name and the
+fingerprint of its stage's source, so a changed setting or stage source gives new ids only
+to what it touches. Data sets and cells live at paths keyed by their ids. Named outputs
+(theory, figures, claims) keep readable paths; the rules pass each job its node's payload,
+id included, as a param, so Snakemake reruns them exactly when the id changes.
 """
 
 from __future__ import annotations

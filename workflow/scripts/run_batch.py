@@ -1,4 +1,4 @@
-"""Snakemake script: run one batch of data sets or cells (`snakemake` is injected).
+"""Snakemake script: run one batch of training cells (`snakemake` is injected).
 
 A script rather than a shell command because a batch's member list can exceed the
 command line's length limit.

@@ -334,7 +334,7 @@ def sorted_shares(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.groupby(["layer", "rank"])["share"].mean(skipna=False).unstack("rank")
 
 
-def claims_heads(figs, cfg) -> list[verdicts.Claim]:
+def claims_head_importance(figs, cfg) -> list[verdicts.Claim]:
     ranked = sorted_shares(figs["importance"])
     first = ranked.loc[1]
     spread = float("nan") if first.isna().any() else float((first >= cfg["head_share_min"]).sum())
@@ -407,7 +407,7 @@ def claim_dimension(figs, cfg) -> list[verdicts.Claim]:
         "risk(d max) / risk(d min) of PtO over the smaller of GD's and ridge's < 1", measured < 1)]
 
 
-def claim_heads(figs, cfg) -> list[verdicts.Claim]:
+def claim_more_heads_lower_risk(figs, cfg) -> list[verdicts.Claim]:
     risk = figs["risk_vs_n"].groupby(["H", "n"])["excess_risk"].mean(skipna=False).unstack("H")
     most, fewest = risk.columns.max(), risk.columns.min()
     at_large_n = risk[risk.index >= cfg["d"]]
@@ -417,7 +417,7 @@ def claim_heads(figs, cfg) -> list[verdicts.Claim]:
         worst, f"worst risk(H = {most}) / risk(H = {fewest}) over n >= {cfg['d']} < 1", worst < 1)]
 
 
-CLAIMS = (claims_heads, claims_pruning, claims_pto, claim_dimension, claim_heads)
+CLAIMS = (claims_head_importance, claims_pruning, claims_pto, claim_dimension, claim_more_heads_lower_risk)
 
 
 def claims(spec: dict, node_id: str, results: str, out: str) -> None:
