@@ -72,6 +72,11 @@ CONTENT_ADDRESSED = ("data", "train")   # stored under their id, recorded in res
 NEEDS_RESULTS = ("tidy", "claims")      # stage functions that read other nodes' outputs
 
 
+def tidy(paper: str, figure: str, kind: str, spec: dict, inputs) -> Node:
+    """A figure's tidy node: the evaluation function `kind` builds it from `inputs`."""
+    return make("tidy", paper, {"figure": figure, "kind": kind, **spec}, name=figure, inputs=tuple(inputs))
+
+
 def figures_and_claims(paper: str, tidy: dict[str, Node], claims_spec: dict) -> list[Node]:
     """A drawing node per tidy table, and the paper's claims node over all the tables."""
     draws = [make("draw", paper, {"figure": name, "kind": node.spec["kind"]}, name=name, inputs=(node,))

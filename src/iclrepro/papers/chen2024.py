@@ -80,9 +80,6 @@ class Planner:
                     "optimizer": "adam"}}}
         return plan.make("train", PAPER, spec, inputs=(heldout,))
 
-    def tidy(self, figure: str, kind: str, spec: dict, inputs) -> plan.Node:
-        return plan.make("tidy", PAPER, {"figure": figure, "kind": kind, **spec}, name=figure, inputs=tuple(inputs))
-
     def probing(self, grid) -> plan.Node:
         """The depth/noise table: pruning and probing of the multi-head and single-head cells at
         each (L, sigma) of `grid`, beside GD and PtO run for as many steps as the layers (step
@@ -97,7 +94,7 @@ class Planner:
         spec = {"variants": variants, "n": self.block["analysis_n"], "ridge": self.block["probe_ridge"],
                 "eta": self.block["figures"]["algorithms"]["eta"],   # the GD / PtO steps drawn beside the probes
                 "device": self.accelerator}                          # where the models run
-        return self.tidy("depth_noise", "probing", spec, inputs)
+        return plan.tidy(PAPER, "depth_noise", "probing", spec, inputs)
 
     def algorithms(self, main: plan.Node) -> plan.Node:
         settings = self.block["figures"]["algorithms"]
@@ -108,7 +105,7 @@ class Planner:
                 "sets": [{"sigma": sigma, "tune": tune.id, "test": test.id} for sigma, (tune, test) in sets.items()],
                 "transformers": [{"cell": main.id, "H": main.spec["model"]["heads"], "sigma": self.block["sigma"]}]}
         inputs = [node for pair in sets.values() for node in pair] + [main, theory]
-        return self.tidy("algorithms", "algorithms", spec, inputs)
+        return plan.tidy(PAPER, "algorithms", "algorithms", spec, inputs)
 
     def tuning(self) -> dict:
         """What the baselines of the algorithms and dimension figures are tuned over: their grids,
@@ -123,7 +120,7 @@ class Planner:
                 for d in self.block["figures"]["dimension"]["d"]}
         spec = {"n": self.block["n"], "s": self.block["s"], "sigma": sigma, **self.tuning(),
                 "sets": [{"d": d, "tune": tune.id, "test": test.id} for d, (tune, test) in sets.items()]}
-        return self.tidy("dimension", "dimension", spec, [node for pair in sets.values() for node in pair])
+        return plan.tidy(PAPER, "dimension", "dimension", spec, [node for pair in sets.values() for node in pair])
 
     def nodes(self) -> list[plan.Node]:
         b = self.block
@@ -135,13 +132,13 @@ class Planner:
             variants.append((L, sigma))
         depth_noise = self.probing(variants)
         tidy = {
-            "risk_vs_n": self.tidy("risk_vs_n", "risk_vs_n",
+            "risk_vs_n": plan.tidy(PAPER, "risk_vs_n", "risk_vs_n",
                                    {"cells": [{"H": H, "cell": node.id} for H, node in by_heads.items()]},
                                    by_heads.values()),
-            "importance": self.tidy("importance", "importance", {"cell": main.id, "data": test.id,
-                                                                 "n": b["analysis_n"], "device": self.accelerator},
-                                    [main, test]),
-            "prune_probe": self.tidy("prune_probe", "main_variant", {"table": "depth_noise", "L": L, "sigma": sigma},
+            "importance": plan.tidy(PAPER, "importance", "importance", {
+                "cell": main.id, "data": test.id, "n": b["analysis_n"], "device": self.accelerator}, [main, test]),
+            "prune_probe": plan.tidy(PAPER, "prune_probe", "main_variant",
+                                     {"table": "depth_noise", "L": L, "sigma": sigma},
                                      [depth_noise, main, by_heads[1]]),   # the cells: the figure's provenance
             "depth_noise": depth_noise,
             "algorithms": self.algorithms(main),

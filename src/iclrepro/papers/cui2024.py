@@ -102,11 +102,11 @@ class Planner:
         theory = [self.theory(name) for name in names]
         cells = [cell for _, cell in rows]
         data = [cell.inputs[0] for cell in cells]
-        spec = {"figure": figure, "kind": kind, "cells": [dict(labels, cell=cell.id) for labels, cell in rows],
+        spec = {"cells": [dict(labels, cell=cell.id) for labels, cell in rows],
                 "theory": {name: node.name for name, node in zip(names, theory, strict=True)},
                 "data": {cell.id: cell.spec["test"] for cell in cells},
                 "scenarios": {name: scenario_spec(self.block, name) for name in names}, **(extra or {})}
-        return plan.make("tidy", PAPER, spec, name=figure, inputs=tuple(cells + data + theory))
+        return plan.tidy(PAPER, figure, kind, spec, cells + data + theory)
 
     def check_consistency(self) -> None:
         """Cross-key conditions the schema cannot express, each named by its config key."""

@@ -45,9 +45,6 @@ class Planner:
                     "steps": training["steps"], "lr": training["eta"], "optimizer": "gd", "snapshots": [0]}}}
         return plan.make("train", PAPER, spec, inputs=tuple(sets))
 
-    def tidy(self, figure: str, kind: str, spec: dict, inputs) -> plan.Node:
-        return plan.make("tidy", PAPER, {"figure": figure, "kind": kind, **spec}, name=figure, inputs=tuple(inputs))
-
     def check_grids(self) -> None:
         figures = self.block["figures"]
         if len(figures["heads"]) < 2:
@@ -72,16 +69,17 @@ class Planner:
                                               "data_seed": 0, **probe}, name="hessian_norm")
         common = {"eta": self.block["training"]["eta"], "margin_iterations": margin}
         tidy = {
-            "E1": self.tidy("E1", "training", {"cells": entries, **common, "theory": self.block["theory"]}, cells),
-            "E2": self.tidy("E2", "dynamics", {"cells": entries}, cells),
-            "E3": self.tidy("E3", "dynamics", {"cells": entries}, cells),
-            "E4": self.tidy("E4", "initialization", {
+            "E1": plan.tidy(PAPER, "E1", "training", {"cells": entries, **common, "theory": self.block["theory"]},
+                            cells),
+            "E2": plan.tidy(PAPER, "E2", "dynamics", {"cells": entries}, cells),
+            "E3": plan.tidy(PAPER, "E3", "dynamics", {"cells": entries}, cells),
+            "E4": plan.tidy(PAPER, "E4", "initialization", {
                 "cells": entries, **common, "one_step": self.block["one_step"], "mixture": self.mixture,
                 "pair": {kind: node.id for kind, node in pair.items()}}, cells + list(pair.values())),
-            "E5": self.tidy("E5", "samples", {"cells": [{"n": n, "H": H, "cell": node.id} for n, H, node in samples],
-                                              **common, "theory": self.block["theory"]},
-                            [node for _, _, node in samples]),
-            "hessian": self.tidy("hessian", "hessian", {"theory": hessian.name}, [hessian]),
+            "E5": plan.tidy(PAPER, "E5", "samples", {
+                "cells": [{"n": n, "H": H, "cell": node.id} for n, H, node in samples], **common,
+                "theory": self.block["theory"]}, [node for _, _, node in samples]),
+            "hessian": plan.tidy(PAPER, "hessian", "hessian", {"theory": hessian.name}, [hessian]),
         }
         return plan.figures_and_claims(PAPER, tidy, {"claims": {**self.block["claims"], "E4_H": e4}})
 

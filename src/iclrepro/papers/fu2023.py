@@ -97,9 +97,8 @@ class Planner:
                   self.cell(kind, target, n, f"figures.{figure}", None))
                  for target in settings["targets"] for kind in settings["models"] for n in self.block["n"]]
         theory = self.references()
-        spec = {"figure": figure, "kind": "curves", "theory": theory.name,
-                "cells": [dict(labels, cell=node.id) for labels, node in cells]}
-        return plan.make("tidy", PAPER, spec, name=figure, inputs=(theory, *(node for _, node in cells)))
+        spec = {"theory": theory.name, "cells": [dict(labels, cell=node.id) for labels, node in cells]}
+        return plan.tidy(PAPER, figure, "curves", spec, (theory, *(node for _, node in cells)))
 
     def kernel_limit(self) -> plan.Node:
         """D: RFA cells at growing M on one (target, n), with what the kernel limit needs."""
@@ -107,11 +106,11 @@ class Planner:
         target, n = settings["target"], settings["n"]
         cells = {M: self.cell("rfa", target, n, "figures.D", M) for M in settings["M"]}
         test, train = self.test_set(target), self.training_sets(target, n)
-        spec = {"figure": "D", "kind": "kernel", "target": target, "n": n, "test": test.id,
+        spec = {"target": target, "n": n, "test": test.id,
                 "train": [node.id for node in train], "weight_std": self.block["weight_std"],
                 "fitting": self.block["fitting"], "gram_samples": settings["gram_samples"],
                 "cells": [{"M": M, "cell": node.id} for M, node in cells.items()]}
-        return plan.make("tidy", PAPER, spec, name="D", inputs=(test, *train, *cells.values()))
+        return plan.tidy(PAPER, "D", "kernel", spec, (test, *train, *cells.values()))
 
     def nodes(self) -> list[plan.Node]:
         tidy = {figure: self.curves(figure) for figure in ("A", "B", "C")}

@@ -51,9 +51,6 @@ class Planner:
                     "optimizer": training["optimizer"], "snapshots": sorted(snapshots)}}}
         return plan.make("train", PAPER, spec, inputs=(heldout,))
 
-    def tidy(self, figure: str, kind: str, spec: dict, inputs) -> plan.Node:
-        return plan.make("tidy", PAPER, {"figure": figure, "kind": kind, **spec}, name=figure, inputs=tuple(inputs))
-
     def algorithms(self) -> dict:
         return {"eta": self.block["eta"], "gd_eta": self.block["gd_eta"]}
 
@@ -69,7 +66,7 @@ class Planner:
         sets = {N: self.test_set(self.distribution("figures.E1.N", N=N)) for N in settings["N"]}
         spec = {"L": settings["L"], "rules": settings["rules"], **self.algorithms(),
                 "sets": [{"N": N, "data": node.id} for N, node in sets.items()]}
-        return self.tidy("E1", "depth", spec, sets.values())
+        return plan.tidy(PAPER, "E1", "depth", spec, sets.values())
 
     def shifted_sets(self) -> list[tuple[dict, plan.Node]]:
         """E5: one test set per (family, value); the family is the distribution field it changes."""
@@ -96,18 +93,18 @@ class Planner:
         loop_spec = {"T": loops, **self.algorithms()}
         tidy = {
             "E1": self.depth(),
-            "E2": self.tidy("E2", "training", {"cell": main.id, "eta": self.block["eta"]}, [main]),
-            "E3": self.tidy("E3", "weights", {"cell": full.id, "steps": sorted(figures["E3"]["steps"]),
-                                              "theory": construction.name}, [full, construction]),
-            "E4": self.tidy("E4", "loop", {"cell": main.id, "data": in_distribution.id, **loop_spec},
+            "E2": plan.tidy(PAPER, "E2", "training", {"cell": main.id, "eta": self.block["eta"]}, [main]),
+            "E3": plan.tidy(PAPER, "E3", "weights", {"cell": full.id, "steps": sorted(figures["E3"]["steps"]),
+                                                     "theory": construction.name}, [full, construction]),
+            "E4": plan.tidy(PAPER, "E4", "loop", {"cell": main.id, "data": in_distribution.id, **loop_spec},
                             [main, in_distribution]),
-            "E5": self.tidy("E5", "ood", {"cell": main.id, **loop_spec,
-                                          "sets": [dict(labels, data=node.id) for labels, node in shifted]},
+            "E5": plan.tidy(PAPER, "E5", "ood", {"cell": main.id, **loop_spec,
+                                                 "sets": [dict(labels, data=node.id) for labels, node in shifted]},
                             [main] + [node for _, node in shifted]),
-            "E6": self.tidy("E6", "early", {"cell": main.id, "data": in_distribution.id,
-                                            "checkpoints": sorted(figures["E6"]["checkpoints"]), **loop_spec},
+            "E6": plan.tidy(PAPER, "E6", "early", {"cell": main.id, "data": in_distribution.id,
+                                                   "checkpoints": sorted(figures["E6"]["checkpoints"]), **loop_spec},
                             [main, in_distribution]),
-            "E7": self.tidy("E7", "support", {"cell": plane_cell.id, "data": plane_set.id, "T": loops},
+            "E7": plan.tidy(PAPER, "E7", "support", {"cell": plane_cell.id, "data": plane_set.id, "T": loops},
                             [plane_cell, plane_set]),
         }
         # the GD-vs-NGD claim is checked at the main context length (spec §5 test 5)
