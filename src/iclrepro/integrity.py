@@ -198,7 +198,10 @@ def verify(results: str) -> Report:
     return report
 
 
-STALE_SECONDS = 600  # a running cell writes a progress line at least every 30 s
+# A running cell's log gets a progress line per chunk of training steps (at most every 30 s),
+# and a chunk takes seconds, so a log untouched this long belongs to a job that ended. (A
+# closed-form fu2023 fit writes none: one that ran this long would read interrupted.)
+STALE_SECONDS = 600
 
 
 def cell_status(layout: store.Layout, node_id: str, log: Path) -> str:
