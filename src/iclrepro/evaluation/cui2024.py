@@ -72,7 +72,7 @@ def split_prompts(prompts: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 def one_step_gd(scenario: tasks.Scenario, x_ctx, y_ctx, x_q) -> torch.Tensor:
     """Linear attention's query predictions at step size 1 (Sigma^{-1}-preconditioned for
     correlated x)."""
-    precondition = torch.linalg.inv(torch.as_tensor(scenario.covariance())) if scenario.family == "correlated" else None
+    precondition = torch.as_tensor(scenario.precision()) if scenario.family == "correlated" else None
     return regression.one_step_gd(x_ctx, y_ctx, x_q, precondition)
 
 
@@ -110,7 +110,7 @@ def baseline_rows(spec: dict, layout: store.Layout) -> pd.DataFrame:
         tune = tasks.sample(scenario, data_spec["D"], data_spec["prompts"],
                             torch.Generator().manual_seed(data_spec["seed"] + TUNE_SEED_OFFSET))
         target = prompts["y"][:, -1].double()
-        clean = (prompts["w"].double() * prompts["x"][:, -1].double()).sum(-1)
+        clean = tasks.clean_targets(prompts)
         for series, prediction in baseline_predictions(scenario, prompts, tune).items():
             rows.append({**scenario_columns(spec, entry["scenario"]), "series": series, "D": entry["D"],
                          "seed": -1, "source": "baseline", "mse": float(((prediction - target) ** 2).mean()),
@@ -128,7 +128,7 @@ def kq_rows(spec: dict, layout: store.Layout, series: str) -> pd.DataFrame:
         d = cell_spec["scenario"]["d"]
         with torch.no_grad():
             learned = model.kq()[0, 0, :d, :d].double()
-        target = torch.linalg.inv(torch.as_tensor(tasks.Scenario(**spec["scenarios"][scenario]).covariance()))
+        target = torch.as_tensor(tasks.Scenario(**spec["scenarios"][scenario]).precision())
         for label, matrix in ((f"learned A ({series}, D={entry['D']})", learned), ("Sigma^-1", target)):
             matrix = matrix / matrix.norm() * torch.sign(torch.trace(matrix))
             for i in range(d):

@@ -78,6 +78,12 @@ def _fill(scenario: Scenario, generator: torch.Generator, chol: torch.Tensor | N
 # Test sets as Parquet: float32 fixed-size list columns, spec in the metadata
 # ---------------------------------------------------------------------------
 
+def clean_targets(prompts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """w.x_q per prompt (float64): the query's label without its noise, against which excess
+    losses are measured."""
+    return (prompts["w"].double() * prompts["x"][:, -1].double()).sum(-1)
+
+
 def _schema(d: int, D: int) -> pa.Schema:
     return pa.schema([
         ("x", pa.list_(pa.float32(), (D + 1) * d)),

@@ -39,6 +39,10 @@ class Scenario:
         rho = self.rho or 0.0
         return (1 - rho) * np.eye(self.d) + rho * np.ones((self.d, self.d))
 
+    def precision(self) -> np.ndarray:
+        """Sigma^{-1}: what a correlated scenario's one-step GD preconditions with."""
+        return np.linalg.inv(self.covariance())
+
     def prior_mean(self) -> np.ndarray:
         return np.full(self.d, self.w0_norm / math.sqrt(self.d))
 

@@ -52,14 +52,13 @@ def metrics(spec: dict, model: torch.nn.Module, prompts: dict[str, torch.Tensor]
     errors = (prediction - prompts["y"][:, -1].double()) ** 2
     mse = errors.mean(dim=1)
     # excess risk against the clean target w.x_q: unbiased, without the label-noise variance
-    clean = (prompts["w"].double() * prompts["x"][:, -1].double()).sum(-1)
-    excess = ((prediction - clean) ** 2).mean(dim=1)
+    excess = ((prediction - tasks.clean_targets(prompts)) ** 2).mean(dim=1)
     kq, value = model.kq().cpu().double(), model.value().cpu().double()
     d = scenario.d
     A = kq[..., :d, :d]                                           # (S, H, d, d)
     c = torch.diagonal(A, dim1=-2, dim2=-1).mean(-1)              # (S, H)
     v = value[..., -1]                                            # (S, H)
-    sigma_inv = torch.linalg.inv(torch.as_tensor(scenario.covariance()))
+    sigma_inv = torch.as_tensor(scenario.precision())
     return pa.table({
         "seed": spec["seeds"],
         "D": [spec["D"]] * len(spec["seeds"]),
