@@ -39,8 +39,8 @@ def final(layout: store.Layout, cell: str, labels: dict) -> pd.DataFrame:
 
 def training_sets(layout: store.Layout, spec: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """X (S, n, T, d), y (S, n): the training sets of a cell's seeds."""
-    sets = [tasks.read_data_set(layout.data(data_id), content=data_id)[1]["train"] for data_id in spec["data"]]
-    return torch.stack([s["x"] for s in sets]), torch.stack([s["y"] for s in sets])
+    sets = [tasks.read_data_set(layout.data(data_id), content=data_id)[1] for data_id in spec["data"]]
+    return tasks.stacked(sets, "train")
 
 
 def initial_model(layout: store.Layout, cell: str) -> tuple[dict, models.MultiHeadAttention]:

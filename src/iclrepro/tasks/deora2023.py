@@ -99,3 +99,8 @@ def read_data_set(path, content: str | None = None) -> tuple[dict, dict[str, dic
         sets[name] = {"x": torch.from_numpy(x.copy()), "y": torch.from_numpy(frame["y"].to_numpy()[rows].copy()),
                       "relevant": torch.from_numpy(relevant.copy())}
     return spec, sets
+
+
+def stacked(sets: list[dict], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """X (S, n, T, d), y (S, n) of one split across the seeds' data sets (as read_data_set gives them)."""
+    return torch.stack([s[split]["x"] for s in sets]), torch.stack([s[split]["y"] for s in sets])

@@ -25,11 +25,6 @@ def log_grid(steps: int, points: int) -> set[int]:
     return {int(k) for k in np.unique(np.geomspace(1, steps, points).round())} | {steps}
 
 
-def stacked(sets: list[dict], split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """X (S, n, T, d), y (S, n) of one split across the seeds' data sets."""
-    return torch.stack([s[split]["x"] for s in sets]), torch.stack([s[split]["y"] for s in sets])
-
-
 def scores(model: models.MultiHeadAttention, X: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per seed (S,): logistic loss, 0-1 error and smallest margin y Phi."""
     margins = y * model(X)
@@ -46,8 +41,8 @@ class FullBatchLogistic(core.Objective):
         if sets is None:
             mix = tasks.Mixture(**spec["mixture"])
             sets = [tasks.sample(mix, spec["n_train"], spec["n_test"], seed) for seed in spec["seeds"]]
-        self.train_set = tuple(t.to(device) for t in stacked(sets, "train"))
-        self.test_set = tuple(t.to(device) for t in stacked(sets, "test"))
+        self.train_set = tuple(t.to(device) for t in tasks.stacked(sets, "train"))
+        self.test_set = tuple(t.to(device) for t in tasks.stacked(sets, "test"))
         self.model = core.init_ensemble(lambda seeds: models.build(spec, seeds), spec["seeds"]).to(device)
         init = spec["model"]["init"]
         if init["kind"] == "one_step":
