@@ -46,7 +46,7 @@ def draw_loss(frame):
 
 def draw_d_excess(frame):
     """F1b: D x excess flattens at the constants C_SH and C_MH (dashed)."""
-    frame = frame[frame["source"] != "baseline"]
+    frame = frame[frame["source"] != common.BASELINE]
     fig = loss_vs_D(frame, "d_excess", log_y=False)
     for ax in fig.axes:  # the legend in two columns above the flat SH line, which it otherwise covers
         ax.set_ylim(0, 1.5 * ax.get_ylim()[1])
@@ -58,9 +58,9 @@ def draw_embedding(frame):
     """F2: test MSE vs embedding dimension p, one line per head count; MH needs p >= 2d."""
     fig, axes = common.panels(1, width=5)
     ax = axes[0, 0]
-    trained = frame[frame["source"] == "trained"]
+    trained = frame[frame["source"] == common.TRAINED]
     common.seed_bars(ax, trained, "p", "mse", "series")
-    for _, row in frame[frame["source"] == "theory"].iterrows():
+    for _, row in frame[frame["source"] == common.THEORY].iterrows():
         ax.axhline(row["mse"], linestyle="--", color="grey", linewidth=0.8)
         ax.annotate(row["series"], (trained["p"].min(), row["mse"]), fontsize=7)
     ax.axvline(frame["two_d"].iloc[0], color="black", linewidth=0.8, linestyle=":")
