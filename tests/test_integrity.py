@@ -47,7 +47,8 @@ def test_a_fresh_log_whose_job_ended_on_this_machine_is_interrupted(tmp_path, mo
 
 
 @pytest.mark.parametrize("name,text,complaint", [
-    ("index/aaaaaaaaaaaaaaaa.json", '{"id": "aaaaaaaaaaaaaaaa", "spec": {}}', "without stage, inputs, name, source"),
+    ("index/aaaaaaaaaaaaaaaa.json", '{"id": "aaaaaaaaaaaaaaaa", "spec": {}}',
+     "unreadable identity record (without stage, inputs, name, source)"),
     ("index/bbbbbbbbbbbbbbbb.json", '{"id": "b", "stage": "data", "spec": {"x": NaN}, "inputs": [], "name": "n", '
                                     '"source": "s"}', "unreadable identity record"),
     ("batches/train/x/1.json", '{"members": 5}', "no list of member cell ids"),

@@ -130,8 +130,8 @@ def _identity_records(results: str, report: Report) -> dict[str, dict]:
             record = store.read_json(path)
             missing = [key for key in RECORD_KEYS if key not in record]
             if missing:
-                report.problems.append(f"{path}: an identity record without {', '.join(missing)}; delete it "
-                                       "and the entry it names, then rerun")
+                report.problems.append(f"{path}: unreadable identity record (without {', '.join(missing)}); "
+                                       "delete it and the entry it names, then rerun")
                 continue
             if store.identity_id(record) != path.stem or record["id"] != path.stem:
                 report.problems.append(f"{path}: its spec hashes to {store.identity_id(record)}, not {path.stem}")
