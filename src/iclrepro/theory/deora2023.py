@@ -116,16 +116,26 @@ def fitted_constant(x, values, gamma: float, scale: float) -> float:
     return float(np.median(np.asarray(values) * scale * gamma**2 * np.asarray(x, dtype=float)))
 
 
+def flattened(W, V):
+    """theta = [vec W; vec V], the one vector Hessian-vector products act on, and the map
+    from such a vector back to (W, V)."""
+    sizes = (W.numel(), V.numel())
+
+    def unflatten(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w, v = theta.split(sizes)
+        return w.view_as(W), v.view_as(V)
+
+    return torch.cat([W.flatten(), V.flatten()]), unflatten
+
+
 def hessian_norm(W, V, x, u, scale, iterations: int, generator: torch.Generator) -> float:
     """Largest |eigenvalue| of grad^2 Phi(theta; x) over theta = (W, V), by power iteration on
     Hessian-vector products (forward over reverse mode)."""
-    sizes = (W.numel(), V.numel())
+    theta, unflatten = flattened(W, V)
 
     def phi(theta: torch.Tensor) -> torch.Tensor:
-        w, v = theta.split(sizes)
-        return single(w.view_as(W), v.view_as(V), x, u, scale)
+        return single(*unflatten(theta), x, u, scale)
 
-    theta = torch.cat([W.flatten(), V.flatten()])
     direction = torch.randn(theta.shape, generator=generator, dtype=theta.dtype)
     value = 0.0
     for _ in range(iterations):
@@ -137,13 +147,11 @@ def hessian_norm(W, V, x, u, scale, iterations: int, generator: torch.Generator)
 def weak_convexity(W, V, X, y, u, scale) -> dict[str, float]:
     """lambda_min of the Hessian of the logistic training loss L on (X, y) over theta = (W, V),
     L itself, and their ratio (T2), by Lanczos (scipy's eigsh, from a fixed start vector)."""
-    sizes = (W.numel(), V.numel())
+    theta, unflatten = flattened(W, V)
 
     def loss(theta: torch.Tensor) -> torch.Tensor:
-        w, v = theta.split(sizes)
-        return models.logistic(y * models.output(w.view_as(W)[None], v.view_as(V)[None], X[None], u, scale)[0]).mean()
-
-    theta = torch.cat([W.flatten(), V.flatten()])
+        w, v = unflatten(theta)
+        return models.logistic(y * models.output(w[None], v[None], X[None], u, scale)[0]).mean()
 
     def hessian_times(vector: np.ndarray) -> np.ndarray:
         return jvp(grad(loss), (theta,), (torch.from_numpy(vector).reshape(theta.shape),))[1].numpy()
