@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 import torch
@@ -48,9 +50,12 @@ def test_data_sets_round_trip_and_are_checked(data, tmp_path):
         tasks.read_set(data[0], content="a" * 16)
 
 
-def test_a_cell_is_fitted_written_and_predicts(data, tmp_path):
+def test_a_cell_is_fitted_written_and_predicts(data, tmp_path, capsys):
     spec = cell_spec("rfa")
     training.train_cell(spec, "cell", data, str(tmp_path / "cell"))
+    # a line per seed keeps a long fit's log fresh (a stale one reads as an ended job)
+    fitted = re.findall(r"cell cell: seed (\d)/2 fitted \(lambda [\d.e+-]+, \d+ s\)", capsys.readouterr().err)
+    assert fitted == ["1", "2"]
     assert sorted(p.name for p in (tmp_path / "cell").iterdir()) == sorted(store.CELL_FILES)
     metrics = pd.read_parquet(tmp_path / "cell" / "metrics.parquet")
     assert list(metrics["seed"]) == [0, 1] and set(metrics["lambda"]) <= set(FITTING["lambdas"])

@@ -199,8 +199,8 @@ def verify(results: str) -> Report:
 
 
 # A running cell's log gets a progress line per chunk of training steps (at most every 30 s),
-# and a chunk takes seconds, so a log untouched this long belongs to a job that ended. (A
-# closed-form fu2023 fit writes none: one that ran this long would read interrupted.)
+# or per seed of a closed-form fu2023 fit, and each takes seconds to minutes, so a log
+# untouched this long belongs to a job that ended.
 STALE_SECONDS = 600
 
 

@@ -9,11 +9,14 @@ cell uses training set s of the cell's data and random weights drawn from the se
 "features" stream, so RFA and BRFA cells with the same seeds share G_m (spec §4) and
 every model of a (target, n) sees the same training sets. Fits run on the CPU whatever the
 config's accelerator says (the `device` argument is the objective interface's): a fit is
-one float64 eigendecomposition per seed, not a loop of small steps.
+one float64 eigendecomposition per seed, not a loop of small steps. A cell's log gets a line
+per seed fitted: a paper-scale fit takes minutes per seed, and a log left untouched for ten
+minutes would read as an ended job (`iclrepro cells`).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -34,8 +37,9 @@ def build_model(spec: dict) -> models.RandomFeatures:
 class RidgeFit(core.Objective):
     # "32-true": Lightning leaves dtypes alone (features float32, values and solve float64)
 
-    def __init__(self, spec: dict, device, training_sets: list[dict[str, torch.Tensor]] | None = None):
-        self.spec = spec
+    def __init__(self, spec: dict, device, training_sets: list[dict[str, torch.Tensor]] | None = None,
+                 cell_id: str | None = None):
+        self.spec, self.cell_id = spec, cell_id
         self.model = build_model(spec)
         # without data (`iclrepro bench`), fresh samples of the cell's size stand in
         self.training_sets = training_sets or [self.stand_in(seed) for seed in spec["seeds"]]
@@ -54,11 +58,15 @@ class RidgeFit(core.Objective):
         fitting = self.spec["fitting"]
         losses = []
         for s, data in enumerate(batch):
+            started = time.monotonic()
             Phi = self.model.features(data["x"], s)
             selection = ridge.select(Phi, data["y"], fitting["lambdas"], fitting["validation_fraction"])
             self.model.v.data[s] = selection.weights
             self.selections.append(selection)
             losses.append(((ridge.predict(Phi, selection.weights[None])[0] - data["y"]) ** 2).mean())
+            if self.cell_id is not None:
+                print(f"cell {self.cell_id}: seed {s + 1}/{len(batch)} fitted (lambda {selection.lam:g}, "
+                      f"{time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
         return torch.stack(losses)
 
 
@@ -84,7 +92,7 @@ def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads:
     _, test = tasks.read_set(data[0], content=spec["test"])
     training_sets = [tasks.read_set(path, content=data_id)[1] for path, data_id in zip(data[1:], spec["train"],
                                                                                          strict=True)]
-    objective = RidgeFit(spec, torch.device("cpu"), training_sets)
+    objective = RidgeFit(spec, torch.device("cpu"), training_sets, cell_id)
     optimisation = core.Optimisation(**spec["training"]["optimisation"])
     # one solve: nothing to checkpoint
     fitted = core.fit(objective, optimisation, cell_id, len(spec["seeds"]))
