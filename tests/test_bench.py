@@ -123,7 +123,7 @@ def test_the_accelerator_reaches_every_trained_model(root, monkeypatch):
     monkeypatch.setattr(core, "fit", lambda *args: fitted.append(args[4]))
     bench.lightning_run(bench.cui2024_spec(8, [0, 1], accelerator="cuda"))()
     assert built == fitted == ["cuda"]
-    devices = {paper: bench.accelerator_of(spec) for paper, spec in bench.largest_quick_cells(root, "cuda").items()}
+    devices = {paper: core.accelerator_of(spec) for paper, spec in bench.largest_quick_cells(root, "cuda").items()}
     assert devices == {"cui2024": "cuda", "zhang2026": "cuda", "deora2023": "cuda", "chen2024": "cuda",
                        "fu2023": "cpu"}  # closed-form fits, on the CPU whatever the config says
 

@@ -71,14 +71,9 @@ def cui2024_spec(H: int, seeds: list[int], steps: int = BENCH_STEPS, accelerator
             "training": {"batch": 128, "optimisation": {"steps": steps, "lr": 0.003, "decay_fraction": 0.2}}}
 
 
-def accelerator_of(spec: dict) -> str:
-    """Where a cell trains; fu2023's cells name none: their closed-form fits run on the CPU."""
-    return spec.get("device", "cpu")
-
-
 def objective_of(spec: dict) -> core.Objective:
     module, _, name = REGISTRY[spec["paper"]].objective.partition(":")
-    return getattr(importlib.import_module(module), name)(spec, device_of(accelerator_of(spec)))
+    return getattr(importlib.import_module(module), name)(spec, device_of(core.accelerator_of(spec)))
 
 
 def optimisation_of(spec: dict, steps: int | None = None) -> core.Optimisation:
@@ -109,7 +104,7 @@ def median_ratio(first, second, pairs: int = PAIRS) -> float:
 
 def lightning_run(spec: dict, steps: int | None = None):
     return lambda: core.fit(objective_of(spec), optimisation_of(spec, steps), "bench", len(spec["seeds"]),
-                            accelerator_of(spec))
+                            core.accelerator_of(spec))
 
 
 def bare_run(spec: dict, steps: int | None = None):

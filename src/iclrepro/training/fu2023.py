@@ -87,14 +87,9 @@ def metrics(spec: dict, objective: RidgeFit, losses: np.ndarray, test: dict[str,
 
 def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads: int = 1) -> None:
     """Train stage: data[0] is the test set, data[1:] the seeds' training sets (in seed order)."""
-    started = time.time()
-    core.configure_threads(threads)
     _, test = tasks.read_set(data[0], content=spec["test"])
     training_sets = [tasks.read_set(path, content=data_id)[1] for path, data_id in zip(data[1:], spec["train"],
                                                                                          strict=True)]
-    objective = RidgeFit(spec, torch.device("cpu"), training_sets, cell_id)
-    optimisation = core.Optimisation(**spec["training"]["optimisation"])
-    # one solve: nothing to checkpoint
-    fitted = core.fit(objective, optimisation, cell_id, len(spec["seeds"]))
-    core.write_cell(out_dir, cell_id, spec, objective.model, fitted,
-                    metrics(spec, objective, fitted.losses, test), started, threads, "cpu")
+    core.train_cell(spec, cell_id, out_dir, threads,
+                    lambda spec, device: RidgeFit(spec, device, training_sets, cell_id),
+                    lambda objective, fitted: metrics(spec, objective, fitted.losses, test))
