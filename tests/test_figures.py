@@ -6,6 +6,7 @@ import matplotlib.colors
 import numpy as np
 import pandas as pd
 
+from iclrepro import series_names
 from iclrepro.figures import chen2024, common, cui2024, deora2023
 
 
@@ -52,9 +53,9 @@ def test_chen2024_panels_list_their_own_methods_in_shared_colours():
 
 def test_cui2024_theory_and_baseline_curves_never_share_a_colour():
     rows = pd.DataFrame([{"series": series, "source": source, "D": D, "seed": -1, "excess": 1 / D}
-                         for series, source in (("SH", common.TRAINED), ("SH theory", common.THEORY),
-                                                ("MH theory", common.THEORY), ("GD-1", common.BASELINE),
-                                                ("OLS", common.BASELINE))
+                         for series, source in (("SH", series_names.TRAINED), ("SH theory", series_names.THEORY),
+                                                ("MH theory", series_names.THEORY), ("GD-1", series_names.BASELINE),
+                                                ("OLS", series_names.BASELINE))
                          for D in (20, 80)])
     fig, axes = common.panels(1)
     cui2024.loss_panel(axes[0, 0], rows, "excess")

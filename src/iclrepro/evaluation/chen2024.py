@@ -32,6 +32,7 @@ from iclrepro.baselines.tuning import lowest
 from iclrepro.evaluation import claims as verdicts
 from iclrepro.evaluation import stages
 from iclrepro.models import chen2024 as models
+from iclrepro.series_names import BASELINE, THEORY, TRAINED
 from iclrepro.tasks import chen2024 as tasks
 
 PAPER = "chen2024"
@@ -296,7 +297,7 @@ def baseline_rows(sets, n: int, spec: dict) -> list[dict]:
 def transformer_rows(entry: dict, layout: store.Layout, grid) -> pd.DataFrame:
     risk = risk_vs_n({"cells": [{"cell": entry["cell"], "H": 0}]}, layout)
     risk = risk[risk["n"].isin(grid)].groupby("n", as_index=False)["excess_risk"].mean(skipna=False)
-    return risk.assign(method=f"transformer (H = {entry['H']})", source="trained", sigma=entry["sigma"])
+    return risk.assign(method=f"transformer (H = {entry['H']})", source=TRAINED, sigma=entry["sigma"])
 
 
 def algorithms(spec: dict, layout: store.Layout) -> pd.DataFrame:
@@ -306,10 +307,10 @@ def algorithms(spec: dict, layout: store.Layout) -> pd.DataFrame:
     for entry in spec["sets"]:
         sets = (prompts_of(layout, entry["tune"]), prompts_of(layout, entry["test"]))
         rows = [dict(row, n=n) for n in spec["n"] for row in baseline_rows(sets, n, spec)]
-        frames.append(pd.DataFrame(rows).assign(sigma=entry["sigma"], source="baseline"))
+        frames.append(pd.DataFrame(rows).assign(sigma=entry["sigma"], source=BASELINE))
     frames += [transformer_rows(entry, layout, spec["n"]) for entry in spec["transformers"]]
     theory = store.read_parquet(layout.theory(PAPER, spec["theory"])).to_pandas().dropna()
-    frames.append(theory[theory["n"].isin(spec["n"])].assign(method="OLS theory", source="theory"))
+    frames.append(theory[theory["n"].isin(spec["n"])].assign(method="OLS theory", source=THEORY))
     frame = pd.concat(frames, ignore_index=True)
     return frame.reindex(columns=["sigma", "n", "method", "source", "excess_risk", "eta", "T", "lam", "alpha"])
 
@@ -378,7 +379,7 @@ def claims_pruning(figs, cfg) -> list[verdicts.Claim]:
 def claims_pto(figs, cfg) -> list[verdicts.Claim]:
     """PtO against GD and against ridge (each tuned on the held-out set) where n < d or sigma > 0."""
     frame = figs["algorithms"]
-    risk = frame[frame["source"] == "baseline"].pivot(index=["sigma", "n"], columns="method", values="excess_risk")
+    risk = frame[frame["source"] == BASELINE].pivot(index=["sigma", "n"], columns="method", values="excess_risk")
     d = cfg["d"]
     where = risk[(risk.index.get_level_values("n") < d) | (risk.index.get_level_values("sigma") > 0)]
     found = []

@@ -19,6 +19,7 @@ from iclrepro.baselines import regression
 from iclrepro.evaluation import claims as verdicts
 from iclrepro.evaluation import stages
 from iclrepro.models import cui2024 as models
+from iclrepro.series_names import BASELINE, THEORY, TRAINED
 from iclrepro.tasks import cui2024 as tasks
 
 PAPER = "cui2024"
@@ -43,7 +44,7 @@ def trained_rows(spec: dict, layout: store.Layout) -> pd.DataFrame:
         metrics = store.read_parquet(layout.cell(entry["cell"]), content=entry["cell"]).to_pandas()
         labels = {key: value for key, value in entry.items() if key not in ("cell", "D", "scenario")}
         frame = metrics[["seed", "D", "mse", "excess"]].assign(
-            **scenario_columns(spec, entry["scenario"]), **labels, source="trained", cell=entry["cell"])
+            **scenario_columns(spec, entry["scenario"]), **labels, source=TRAINED, cell=entry["cell"])
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
@@ -59,7 +60,7 @@ def theory_rows(spec: dict, layout: store.Layout, D_values) -> pd.DataFrame:
         for series, C in (("SH theory", const["C_SH"]), ("MH theory", const["C_MH"])):
             for D in D_values:
                 rows.append({**scenario_columns(spec, scenario), "series": series, "D": D, "seed": -1,
-                             "source": "theory", "excess": C / D, "mse": const["sigma2"] + C / D})
+                             "source": THEORY, "excess": C / D, "mse": const["sigma2"] + C / D})
     return pd.DataFrame(rows)
 
 
@@ -113,7 +114,7 @@ def baseline_rows(spec: dict, layout: store.Layout) -> pd.DataFrame:
         clean = tasks.clean_targets(prompts)
         for series, prediction in baseline_predictions(scenario, prompts, tune).items():
             rows.append({**scenario_columns(spec, entry["scenario"]), "series": series, "D": entry["D"],
-                         "seed": -1, "source": "baseline", "mse": float(((prediction - target) ** 2).mean()),
+                         "seed": -1, "source": BASELINE, "mse": float(((prediction - target) ** 2).mean()),
                          "excess": float(((prediction - clean) ** 2).mean())})
     return pd.DataFrame(rows)
 
@@ -212,7 +213,7 @@ def predict(cell_dir: str, prompts_path: str, out: str) -> None:
 
 def mean_mse(frame: pd.DataFrame, **labels) -> pd.Series:
     """Mean over seeds of the trained MSE by D, for rows matching `labels`."""
-    rows = frame[(frame["source"] == "trained")]
+    rows = frame[frame["source"] == TRAINED]
     for key, value in labels.items():
         rows = rows[rows[key] == value]
     if rows.empty:
@@ -253,7 +254,7 @@ def claims_slope_and_constant(figs, cfg) -> list[verdicts.Claim]:
             f"slope_{series}", "T1",
             f"log-log slope of excess loss vs D ({series}, {scenario}, D >= {cfg['slope_min_D']})",
             row["slope"], f"in [{low}, {high}]", verdicts.within(row["slope"], low, high)))
-        rows = f1[(f1["scenario"] == scenario) & (f1["series"] == series) & (f1["source"] == "trained")]
+        rows = f1[(f1["scenario"] == scenario) & (f1["series"] == series) & (f1["source"] == TRAINED)]
         largest = rows["D"].max()
         measured = rows[rows["D"] == largest]["d_excess"].mean(skipna=False) / row["C_theory"] - 1
         tol = cfg["constant_tolerance"]
@@ -279,7 +280,7 @@ def claim_ratio_vs_theory(figs, cfg) -> list[verdicts.Claim]:
 
 def claim_small_p(figs, cfg) -> list[verdicts.Claim]:
     f2 = figs["F2"]
-    trained = f2[f2["source"] == "trained"]
+    trained = f2[f2["source"] == TRAINED]
     mean = trained.groupby(["p", "H"])["mse"].mean(skipna=False)
     two_d = int(f2["two_d"].iloc[0])
     ratios = [mean[(p, H)] / mean[(p, 1)] for p, H in mean.index if H > 1 and p < two_d and (p, 1) in mean.index]

@@ -122,7 +122,7 @@ def trained_loop_rows(weights: tuple[torch.Tensor, torch.Tensor], seeds: list[in
     """The looped layer's scores and its agreement with explicit NGD, per seed and T."""
     w = looped(*weights, ref, steps)
     w_ngd = theory.iterate(ref.z, ref.w0, eta, steps, "ngd")
-    return rows(steps, seeds, dict(labels, series=LOOPED, source="trained"),
+    return rows(steps, seeds, dict(labels, series=LOOPED, source=series_names.TRAINED),
                 **scores(w, ref), **agreement(w, w_ngd))
 
 

@@ -96,11 +96,11 @@ def draw_algorithms(frame):
     """p.8 figure: excess risk against n per method, one panel per sigma; OLS theory dashed."""
     sigmas = sorted(frame["sigma"].unique())
     fig, axes = common.panels(len(sigmas), width=4.2)
-    methods = list(dict.fromkeys(frame.loc[frame["source"] != common.THEORY, "method"]))
+    methods = list(dict.fromkeys(frame.loc[frame["source"] != series_names.THEORY, "method"]))
     for ax, sigma in zip(axes[0], sigmas, strict=True):
         rows = frame[(frame["sigma"] == sigma) & (frame["excess_risk"] > 0)]
-        method_lines(ax, rows[rows["source"] != common.THEORY], "n", methods)
-        common.reference_lines(ax, rows[rows["source"] == common.THEORY], "n", "excess_risk", "method", "--")
+        method_lines(ax, rows[rows["source"] != series_names.THEORY], "n", methods)
+        common.reference_lines(ax, rows[rows["source"] == series_names.THEORY], "n", "excess_risk", "method", "--")
         clip_ols_peak(ax, rows)
         ax.set_xlabel("in-context examples n")
         ax.set_title(f"sigma = {sigma:g}", fontsize=8)

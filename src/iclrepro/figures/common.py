@@ -13,8 +13,6 @@ from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter  # noqa
 
 from iclrepro import store  # noqa: E402
 
-TRAINED, THEORY, BASELINE = "trained", "theory", "baseline"
-
 
 def read_tidy(path) -> pd.DataFrame:
     return store.read_parquet(path).to_pandas()

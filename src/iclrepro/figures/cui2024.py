@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from iclrepro import series_names
 from iclrepro.figures import common
 
 Y_LABELS = {"excess": "test excess MSE", "d_excess": "D x excess MSE"}
@@ -13,9 +14,9 @@ Y_LABELS = {"excess": "test excess MSE", "d_excess": "D x excess MSE"}
 
 def loss_panel(ax, rows: pd.DataFrame, y: str, log_y: bool = True) -> None:
     """One scenario: trained series with seed error bars, theory dashed, baselines dotted."""
-    common.seed_bars(ax, rows[rows["source"] == common.TRAINED], "D", y, "series")
-    common.reference_lines(ax, rows[rows["source"] == common.THEORY], "D", y, "series", "--")
-    common.reference_lines(ax, rows[rows["source"] == common.BASELINE], "D", y, "series", ":",
+    common.seed_bars(ax, rows[rows["source"] == series_names.TRAINED], "D", y, "series")
+    common.reference_lines(ax, rows[rows["source"] == series_names.THEORY], "D", y, "series", "--")
+    common.reference_lines(ax, rows[rows["source"] == series_names.BASELINE], "D", y, "series", ":",
                            common.BASELINE_COLOURS)
     common.log_ticks(ax, sorted(rows["D"].dropna().unique()))
     if log_y:
@@ -46,7 +47,7 @@ def draw_loss(frame):
 
 def draw_d_excess(frame):
     """F1b: D x excess flattens at the constants C_SH and C_MH (dashed)."""
-    frame = frame[frame["source"] != common.BASELINE]
+    frame = frame[frame["source"] != series_names.BASELINE]
     fig = loss_vs_D(frame, "d_excess", log_y=False)
     for ax in fig.axes:  # the legend in two columns above the flat SH line, which it otherwise covers
         ax.set_ylim(0, 1.5 * ax.get_ylim()[1])
@@ -58,9 +59,9 @@ def draw_embedding(frame):
     """F2: test MSE vs embedding dimension p, one line per head count; MH needs p >= 2d."""
     fig, axes = common.panels(1, width=5)
     ax = axes[0, 0]
-    trained = frame[frame["source"] == common.TRAINED]
+    trained = frame[frame["source"] == series_names.TRAINED]
     common.seed_bars(ax, trained, "p", "mse", "series")
-    for _, row in frame[frame["source"] == common.THEORY].iterrows():
+    for _, row in frame[frame["source"] == series_names.THEORY].iterrows():
         ax.axhline(row["mse"], linestyle="--", color="grey", linewidth=0.8)
         ax.annotate(row["series"], (trained["p"].min(), row["mse"]), fontsize=7)
     ax.axvline(frame["two_d"].iloc[0], color="black", linewidth=0.8, linestyle=":")
