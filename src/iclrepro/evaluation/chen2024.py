@@ -38,6 +38,7 @@ from iclrepro.tasks import chen2024 as tasks
 PAPER = "chen2024"
 FULL, PRUNED, SINGLE = series_names.CHEN2024_MODELS
 GD_STEPS, PTO_STEPS = "GD, l steps", "PtO, l - 1 steps"   # the probe figures' algorithm rows
+PTO_TUNED, GD_TUNED, RIDGE = "PtO (tuned T)", "GD (tuned T)", "ridge"   # methods the claims compare
 
 
 def prompts_of(layout: store.Layout, data_id: str) -> dict[str, torch.Tensor]:
@@ -284,11 +285,11 @@ def baseline_rows(sets, n: int, spec: dict) -> list[dict]:
     x, y, x_q, w_star = context(sets[1], n)
     ols = float(weight_risk(regression.ridge_weights(x, y, 0.0), x_q, w_star))
     return [
-        tuned_iterative("PtO (tuned T)", regression.pto_query_errors, sets, n, grids, None),
+        tuned_iterative(PTO_TUNED, regression.pto_query_errors, sets, n, grids, None),
         tuned_iterative(f"PtO (T = {L})", regression.pto_query_errors, sets, n, grids, L),
-        tuned_iterative("GD (tuned T)", regression.gd_query_errors, sets, n, grids, None),
+        tuned_iterative(GD_TUNED, regression.gd_query_errors, sets, n, grids, None),
         tuned_iterative(f"GD (T = {L})", regression.gd_query_errors, sets, n, grids, L),
-        tuned_penalised("ridge", "ridge", sets, n, grids["ridge_lambda"], 0, "lam"),
+        tuned_penalised(RIDGE, "ridge", sets, n, grids["ridge_lambda"], 0, "lam"),
         tuned_penalised("Lasso", "lasso", sets, n, grids["lasso_alpha"], grids["lasso_steps"], "alpha"),
         {"method": "OLS (min-norm)", "excess_risk": ols},
     ]
@@ -383,8 +384,8 @@ def claims_pto(figs, cfg) -> list[verdicts.Claim]:
     d = cfg["d"]
     where = risk[(risk.index.get_level_values("n") < d) | (risk.index.get_level_values("sigma") > 0)]
     found = []
-    for rival in ("GD (tuned T)", "ridge"):
-        ratio = where["PtO (tuned T)"] / where[rival]
+    for rival in (GD_TUNED, RIDGE):
+        ratio = where[PTO_TUNED] / where[rival]
         worst, at = verdicts.worst(ratio)
         at = (float("nan"), float("nan")) if at is None else at
         found.append(verdicts.Claim(
@@ -398,8 +399,8 @@ def claim_dimension(figs, cfg) -> list[verdicts.Claim]:
     """PtO's risk grows with d more slowly than tuned GD's and ridge's (spec §6-7: like log d vs d)."""
     risk = figs["dimension"].pivot(index="d", columns="method", values="excess_risk")
     growth = risk.iloc[-1] / risk.iloc[0]
-    rivals = growth[["GD (tuned T)", "ridge"]]
-    measured = float(growth["PtO (tuned T)"] / rivals.min(skipna=False))
+    rivals = growth[[GD_TUNED, RIDGE]]
+    measured = float(growth[PTO_TUNED] / rivals.min(skipna=False))
     d_min, d_max = risk.index.min(), risk.index.max()
     return [verdicts.Claim(
         "pto_grows_slowest_with_d", "dimension", f"PtO's risk grows with d more slowly than GD's and ridge's "
