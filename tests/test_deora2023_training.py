@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from iclrepro import store
+from iclrepro.models import deora2023 as models
 from iclrepro.tasks import deora2023 as tasks
 from iclrepro.training import core
 from iclrepro.training import deora2023 as training
@@ -70,4 +71,4 @@ def test_train_cell_writes_a_complete_cell(tmp_path, device):
     assert sorted(p.name for p in out.iterdir()) == sorted(store.CELL_FILES)
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert list(metrics["seed"]) == [0, 1] and (metrics["train_loss"] < 0.7).all()
-    assert sorted(store.load_snapshots(out / "model.pt")) == [0]
+    assert sorted(models.load_cell(out)[2]) == [0]

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import assert_figures_written, cli, planned_rules, smoke_plan, written_claims
 from iclrepro import store
+from iclrepro.models import zhang2026 as models
 from iclrepro.papers.zhang2026 import FIGURES
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +47,7 @@ def test_cells_are_complete_with_their_snapshots(workdir):
     for node_id, node in cells.items():
         cell = workdir / "results" / "cells" / node_id
         assert sorted(p.name for p in cell.iterdir()) == sorted(store.CELL_FILES)
-        kept = store.load_snapshots(cell / "model.pt")
+        kept = models.load_cell(cell)[2]
         assert sorted(kept) == node.spec["training"]["optimisation"]["snapshots"]
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from iclrepro import store
+from iclrepro.models import zhang2026 as models
 from iclrepro.tasks import zhang2026 as tasks
 from iclrepro.training import core
 from iclrepro.training import zhang2026 as training
@@ -62,7 +63,7 @@ def test_train_cell_writes_snapshots_traces_and_heldout_error(tmp_path):
     tasks.write_test_set(heldout, spec["heldout"], tmp_path / "heldout.parquet")
     training.train_cell(spec, "cellid", [str(tmp_path / "heldout.parquet")], str(tmp_path / "cell"))
     assert {p.name for p in (tmp_path / "cell").iterdir()} == set(store.CELL_FILES)
-    assert sorted(store.load_snapshots(tmp_path / "cell" / "model.pt")) == [0, 4]
+    assert sorted(models.load_cell(tmp_path / "cell")[2]) == [0, 4]
     steps = store.read_parquet(tmp_path / "cell" / "train.parquet").to_pandas()
     assert len(steps) == 16 and steps[["loss", "dist_Q", "V_diag"]].notna().all().all()
     metrics = store.read_parquet(tmp_path / "cell" / "metrics.parquet", content="cellid").to_pandas()

@@ -310,27 +310,24 @@ def save_model(state: dict, spec: dict, path, snapshots: dict | None = None) -> 
         torch.save({"spec": canonical_json(spec), "state": state, "snapshots": snapshots or {}}, tmp)
 
 
-def load_snapshots(path) -> dict[int, dict]:
-    """The {step: state dict} snapshots kept during training (empty if none were asked for)."""
-    return _load_blob(path).get("snapshots", {})
-
-
 def load_model(path) -> tuple[dict, dict]:
     """Return (state, spec) of a model file; never unpickles arbitrary objects."""
     blob = _load_blob(path)
     return blob["state"], json.loads(blob["spec"])
 
 
-def load_trained(cell_dir, build) -> tuple[dict, nn.Module, Path]:
-    """(spec, model, model file) of a trained cell: `build(spec)` filled with the stored weights."""
+def load_trained(cell_dir, build) -> tuple[dict, nn.Module, dict[int, dict]]:
+    """(spec, model, snapshots) of a trained cell: `build(spec)` filled with the stored weights, and
+    the {step: state dict} snapshots kept during training (empty if none were asked for)."""
     path = Path(cell_dir) / "model.pt"
-    state, spec = load_model(path)
+    blob = _load_blob(path)
+    spec = json.loads(blob["spec"])
     model = build(spec)
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(blob["state"])
     except RuntimeError as err:
         raise StoreError(f"{path}: weights do not fit the model of its spec ({err})") from None
-    return spec, model, path
+    return spec, model, blob.get("snapshots", {})
 
 
 def _load_blob(path) -> dict:

@@ -103,5 +103,4 @@ def build(spec: dict, seeds: int) -> MultiHeadAttention:
 
 def load_cell(cell_dir) -> tuple[dict, MultiHeadAttention, dict[int, dict]]:
     """(spec, trained layer, {step: state} snapshots) of a cell; weights_only loading."""
-    spec, model, path = store.load_trained(cell_dir, lambda spec: build(spec, len(spec["seeds"])))
-    return spec, model, store.load_snapshots(path)
+    return store.load_trained(cell_dir, lambda spec: build(spec, len(spec["seeds"])))

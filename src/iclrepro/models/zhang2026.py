@@ -153,6 +153,5 @@ def build(model_spec: dict, d: int, seeds: int) -> SoftmaxLayer:
 
 def load_cell(cell_dir) -> tuple[dict, SoftmaxLayer, dict[int, dict]]:
     """(spec, trained layer, {step: state} snapshots) of a cell; weights_only loading."""
-    spec, model, path = store.load_trained(
+    return store.load_trained(
         cell_dir, lambda spec: build(spec["model"], spec["distribution"]["d"], len(spec["seeds"])))
-    return spec, model, store.load_snapshots(path)
