@@ -125,7 +125,4 @@ def draw_dimension(frame):
 FIGURES = {"risk_vs_n": draw_risk_vs_n, "importance": draw_importance, "probing": draw_probes,
            "main_variant": draw_probes, "algorithms": draw_algorithms, "dimension": draw_dimension}
 
-
-def draw(spec: dict, node_id: str, tidy: str, out_png: str, out_pdf: str) -> None:
-    """Draw stage: render one figure from its tidy Parquet."""
-    common.save(FIGURES[spec["kind"]](common.read_tidy(tidy)), out_png, out_pdf)
+draw = common.draw_stage(FIGURES, "kind")

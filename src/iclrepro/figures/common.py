@@ -34,6 +34,16 @@ def save(fig, out_png, out_pdf) -> None:
     plt.close(fig)
 
 
+def draw_stage(drawings: dict, key: str):
+    """A paper's draw stage: render one figure from its tidy Parquet with the drawing function
+    `drawings[spec[key]]` (keyed by tidy kind, or by figure name where figures share a kind)."""
+
+    def draw(spec: dict, node_id: str, tidy: str, out_png: str, out_pdf: str) -> None:
+        save(drawings[spec[key]](read_tidy(tidy)), out_png, out_pdf)
+
+    return draw
+
+
 def seed_bars(ax, rows: pd.DataFrame, x: str, y: str, hue: str, **kwargs) -> None:
     """Trained models: mean over seeds with +/-1 sd error bars, one marker line per hue."""
     sns.lineplot(data=rows, x=x, y=y, hue=hue, style=hue, markers=True, dashes=False,

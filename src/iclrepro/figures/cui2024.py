@@ -105,7 +105,4 @@ def draw_table(frame):
 FIGURES = {"F1": draw_loss, "F1b": draw_d_excess, "F2": draw_embedding, "F3": draw_loss,
            "F4": draw_correlated, "F5": draw_loss, "F6": draw_loss, "T1": draw_table}
 
-
-def draw(spec: dict, node_id: str, tidy: str, out_png: str, out_pdf: str) -> None:
-    """Draw stage: render one figure from its tidy Parquet."""
-    common.save(FIGURES[spec["figure"]](common.read_tidy(tidy)), out_png, out_pdf)
+draw = common.draw_stage(FIGURES, "figure")

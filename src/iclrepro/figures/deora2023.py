@@ -145,7 +145,5 @@ def draw_hessian(frame):
 FIGURES = {"E1": draw_training, "E2": draw_dynamics_generalization, "E3": draw_dynamics_distance,
            "E4": draw_initialization, "E5": draw_samples, "hessian": draw_hessian}
 
-
-def draw(spec: dict, node_id: str, tidy: str, out_png: str, out_pdf: str) -> None:
-    """Draw stage: render one figure from its tidy Parquet (E2 and E3 share a tidy kind, so by figure name)."""
-    common.save(FIGURES[spec["figure"]](common.read_tidy(tidy)), out_png, out_pdf)
+# E2 and E3 share a tidy kind, so by figure name
+draw = common.draw_stage(FIGURES, "figure")

@@ -83,7 +83,4 @@ def draw_kernel(frame: pd.DataFrame):
 
 FIGURES = {"curves": draw_curves, "kernel": draw_kernel}
 
-
-def draw(spec: dict, node_id: str, tidy: str, out_png: str, out_pdf: str) -> None:
-    """Draw stage: render one figure from its tidy Parquet."""
-    common.save(FIGURES[spec["kind"]](common.read_tidy(tidy)), out_png, out_pdf)
+draw = common.draw_stage(FIGURES, "kind")

@@ -190,7 +190,4 @@ def plane(ax, tokens: pd.DataFrame, iterates: pd.DataFrame) -> None:
 FIGURES = {"depth": draw_depth, "training": draw_training, "weights": draw_weights, "loop": draw_loop,
            "ood": draw_ood, "early": draw_early, "support": draw_support}
 
-
-def draw(spec: dict, node_id: str, tidy: str, out_png: str, out_pdf: str) -> None:
-    """Draw stage: render one figure from its tidy Parquet."""
-    common.save(FIGURES[spec["kind"]](common.read_tidy(tidy)), out_png, out_pdf)
+draw = common.draw_stage(FIGURES, "kind")
