@@ -244,8 +244,9 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     with pytest.raises(Interrupted):
         core.fit(Stopping(spec, stop_at=130), optimisation, "cell", 2, checkpoint=checkpoint)
     assert torch.load(checkpoint.path, weights_only=True)["done"] == 100  # last chunk boundary
-    resumed = training.Regression(spec, torch.device("cpu"))
+    resumed = Stopping(spec, stop_at=10**9)   # never stops: counts the batches it draws
     fitted = core.fit(resumed, optimisation, "cell", 2, checkpoint=checkpoint)
+    assert resumed.drawn == 60   # only the steps after the checkpoint ran (a fresh start draws 160)
     for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)
     assert (fitted.losses == expected.losses).all()
