@@ -56,8 +56,9 @@ def test_multi_head_pair_constant_matches_monte_carlo():
 
 
 def test_multi_head_beats_single_head_with_ratio_towards_e():
-    ratios = [theory.constants(tasks.Scenario(d=d))["ratio"] for d in (2, 5, 10, 100)]
+    ratios = [theory.constants(tasks.Scenario(d=d))["ratio"] for d in (2, 5, 10, 100, 1000)]
     assert all(r > math.e for r in ratios) and ratios == sorted(ratios, reverse=True)
+    assert ratios[-1] == pytest.approx(math.e, rel=0.01)   # the limit is e itself
 
 
 def test_local_single_head_optimum_matches_monte_carlo():

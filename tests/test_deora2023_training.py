@@ -35,7 +35,7 @@ def test_gd_lowers_the_training_loss_and_traces_on_the_log_grid():
     spec = cell_spec([0, 1])
     objective, fitted = fit(spec)
     assert np.all(fitted.losses[-1] < 0.5 * fitted.losses[0])
-    assert sorted(fitted.traces) == sorted(training.log_grid(40, 5)) and 40 in fitted.traces
+    assert sorted(fitted.traces) == [1, 3, 6, 16, 40]   # 5 log-spaced steps, the last included
     assert set(fitted.traces[40]) == {"test_loss", "test_error", "train_error", "min_margin", "distance",
                                       "relative_distance"}
     assert np.all(fitted.traces[40]["distance"] > 0)
@@ -70,5 +70,7 @@ def test_train_cell_writes_a_complete_cell(tmp_path, device):
     training.train_cell(spec, "cell", paths, str(out))
     assert sorted(p.name for p in out.iterdir()) == sorted(store.CELL_FILES)
     metrics = pd.read_parquet(out / "metrics.parquet")
-    assert list(metrics["seed"]) == [0, 1] and (metrics["train_loss"] < 0.7).all()
+    # every seed trained: 10 steps lower its loss by 14-27 % (an untrained seed keeps it)
+    first = pd.read_parquet(out / "train.parquet").query("step == 1").set_index("seed")["loss"]   # before training
+    assert list(metrics["seed"]) == [0, 1] and (metrics["train_loss"].to_numpy() < 0.9 * first.to_numpy()).all()
     assert sorted(models.load_cell(out)[2]) == [0]

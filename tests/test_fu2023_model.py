@@ -3,6 +3,8 @@ invariance, BRFA at zero bias is RFA, targets, and the ridge solves against dire
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import yaml
@@ -139,3 +141,14 @@ def test_ridge_recovers_a_model_in_the_feature_span():
     student.v.data[0] = chosen.weights
     with torch.no_grad():
         assert relative(student(x_test)[0], teacher(x_test)[0]) < 1e-3
+
+
+def test_targets_match_their_formulas_on_a_hand_built_sequence():
+    """d = 4 (sqrt(d) = 2), query e_2, keys (0.6, 0.8, 0, 0) and e_3: <x_0, x_i> = 0.8, 0 and
+    <e_1, x_i> = 0.6, 0, so every target is an average of two hand-computed terms."""
+    x = torch.tensor([[[0.0, 1.0, 0.0, 0.0], [0.6, 0.8, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]], dtype=torch.float64)
+    expected = {"key_poly_2": (1.2**2 + 0) / 2, "qk_poly_1": (1.6 + 0) / 2, "qk_poly_2": (1.6**2 + 0) / 2,
+                "qk_He_2": ((1.6**2 - 1) + (0 - 1)) / 2, "qk_He_3": ((1.6**3 - 3 * 1.6) + 0) / 2,
+                "qk_cos": (math.cos(1.6) + 1) / 2}
+    for name, value in expected.items():
+        assert tasks.target_values(tasks.Target.parse(name), x).item() == pytest.approx(value, abs=1e-12), name

@@ -47,11 +47,13 @@ def test_figure_closure_excludes_training():
 
 def test_atomic_path_leaves_nothing_when_the_write_fails(tmp_path):
     target = tmp_path / "out.txt"
-    with pytest.raises(RuntimeError):
+    written = []
+    with pytest.raises(RuntimeError, match="killed"):
         with store.atomic_path(target) as tmp:
             tmp.write_text("half")
+            written.append(tmp.exists())
             raise RuntimeError("killed")
-    assert not target.exists() and not list(tmp_path.iterdir())
+    assert written == [True] and not target.exists() and not list(tmp_path.iterdir())
 
 
 def test_parquet_round_trip_keeps_spec_and_id(tmp_path):

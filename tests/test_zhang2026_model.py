@@ -38,7 +38,8 @@ def test_distribution_settings_shape_the_inputs():
     assert (sample()["w0"] == 0).all()
     mixture = sample(x="mixture", mixture_mean=5.0)
     along = torch.einsum("nkd,nd->nk", mixture["x"], mixture["w_star"])
-    assert ((along.abs() - 5.0).abs() < 5).float().mean() > 0.99  # two clusters at +/- 5 w*
+    # two clusters at +/- 5 w* (plain Gaussian inputs give a mean |<x, w*>| of about 0.8)
+    assert along.abs().mean().item() == pytest.approx(5.0, abs=0.15)
 
 
 def test_sampler_is_a_pure_function_of_the_seed():
