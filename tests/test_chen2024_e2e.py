@@ -61,6 +61,11 @@ def test_cli_lists_and_predicts(workdir, tmp_path):
     predictions = pd.read_parquet(out)
     assert list(predictions.columns) == ["prompt", "seed", "n", "prediction", "target"]
     assert set(predictions["n"]) == set(range(node.spec["task"]["n"] + 1)) and set(predictions["seed"]) == {0, 1}
+    # per seed and n, the rows give the cell's stored excess risk on the same test set
+    errors = (predictions["prediction"].astype(float) - predictions["target"].astype(float)) ** 2
+    risk = errors.groupby([predictions["seed"], predictions["n"]]).mean()
+    metrics = pd.read_parquet(workdir / "results" / "cells" / node.id / "metrics.parquet").set_index(["seed", "n"])
+    assert risk.to_numpy() == pytest.approx(metrics.loc[risk.index, "excess_risk"].to_numpy(), rel=1e-4)
 
 
 def test_reruns_touch_only_what_changed(workdir):

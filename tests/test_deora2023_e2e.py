@@ -33,7 +33,10 @@ def test_tidy_data_hold_margins_and_theory_lines(workdir):
     figures = workdir / "results" / "figures" / "deora2023"
     e4 = pd.read_parquet(figures / "E4.parquet")
     margins = e4[e4["part"] == "margin"]
-    assert set(margins["init"]) == {"random", "one_step"} and (margins["gamma_V"] >= 0).all()
+    assert set(margins["init"]) == {"random", "one_step"} and (margins["gamma_V"] > 0).all()
+    # a block's features are part of the whole gradient's: its margin cannot be larger
+    for block in ("gamma_W", "gamma_V"):
+        assert (margins[block] <= 1.001 * margins["gamma_all"]).all(), margins
     assert set(e4[e4["part"] == "closed_form"]["series"]) == {"gamma_value_uniform", "gamma_oracle"}
     e1 = pd.read_parquet(figures / "E1.parquet")
     assert set(e1[e1["part"] == "theory"]["series"]) == {"T3 bound", "c / (eta gamma^2 k)"}
@@ -56,6 +59,10 @@ def test_cli_lists_and_predicts(workdir, tmp_path):
     predictions = pd.read_parquet(out)
     assert list(predictions.columns) == ["sequence", "seed", "phi", "y_hat", "y"]
     assert len(predictions) == node.spec["n_test"] * len(node.spec["seeds"])
+    # the first data set is seed 0's: its rows give seed 0's stored test error
+    first = predictions[predictions["seed"] == node.spec["seeds"][0]]
+    metrics = pd.read_parquet(workdir / "results" / "cells" / node.id / "metrics.parquet")
+    assert (first["y"] * first["phi"] <= 0).mean() == pytest.approx(metrics["test_error"].iloc[0], abs=1e-12)
 
 
 def test_a_plotting_change_only_redraws(workdir):

@@ -43,6 +43,10 @@ def test_cli_lists_and_predicts(workdir, tmp_path):
     predictions = pd.read_parquet(out)
     assert list(predictions.columns) == ["sample", "seed", "prediction", "target"]
     assert set(predictions["seed"]) == {0, 1}
+    errors = (predictions["prediction"].astype(float) - predictions["target"].astype(float)) ** 2
+    mse = errors.groupby(predictions["seed"]).mean()
+    metrics = pd.read_parquet(workdir / "results" / "cells" / node.id / "metrics.parquet")
+    assert mse.to_numpy() == pytest.approx(metrics["test_mse"].to_numpy(), rel=1e-5)
 
 
 def test_reruns_touch_only_what_changed(workdir):

@@ -89,6 +89,10 @@ def test_cli_predict_gives_one_row_per_prompt_and_seed(workdir, tmp_path):
     assert list(predictions.columns) == ["prompt", "seed", "prediction", "y_query"]
     assert len(predictions) == 2 * 400 and predictions["prediction"].notna().all()
     assert (predictions.groupby("prompt")["y_query"].nunique() == 1).all()
+    # each seed's rows are its own predictions on the cell's test set: they give its stored test MSE
+    errors = (predictions["prediction"].astype(float) - predictions["y_query"].astype(float)) ** 2
+    metrics = pd.read_parquet(workdir / "results" / "cells" / node.id / "metrics.parquet")
+    assert errors.groupby(predictions["seed"]).mean().to_numpy() == pytest.approx(metrics["mse"].to_numpy(), rel=1e-5)
 
 
 def test_every_figure_has_its_provenance(workdir):
