@@ -31,6 +31,9 @@ def test_tidy_data_pairs_the_models(workdir):
     assert fits.groupby(["target", "n", "model"]).size().eq(2).all()
     d = pd.read_parquet(figures / "D.parquet")
     assert set(d["source"]) == {"finite M", "kernel limit"} and (d["nmse"] > 0).all()
+    # Phi Phi^T approaches K_RFA as M grows (error ~ M^-1/2): every seed's largest M beats its smallest
+    gram = d[d["source"] == "finite M"].pivot(index="seed", columns="M", values="gram_error")
+    assert len(gram.columns) >= 2 and (gram[gram.columns.max()] < gram[gram.columns.min()]).all(), gram
 
 
 def test_cli_lists_and_predicts(workdir, tmp_path):
