@@ -117,6 +117,20 @@ def written_claims(workdir: Path, paper: str):
     return claims
 
 
+def stored_metrics(workdir: Path, node_id: str):
+    """A trained cell's metrics.parquet as a DataFrame."""
+    import pandas as pd
+
+    return pd.read_parquet(workdir / "results" / "cells" / node_id / "metrics.parquet")
+
+
+def mean_squared_error(predictions, target: str, by: list[str]):
+    """Mean (prediction - target)^2 over `iclrepro predict`'s rows, grouped by the columns `by`,
+    in float64."""
+    errors = (predictions["prediction"].astype(float) - predictions[target].astype(float)) ** 2
+    return errors.groupby([predictions[column] for column in by]).mean()
+
+
 def plan_paper(raw: dict, schema: dict, paper: str, scale: str = "quick", edit=lambda block: None):
     """The plan of one paper at `scale`, after `edit` changed a copy of its config block."""
     import copy

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from conftest import assert_figures_written, cli, planned_rules, smoke_plan, written_claims
+from conftest import (
+    assert_figures_written,
+    cli,
+    mean_squared_error,
+    planned_rules,
+    smoke_plan,
+    stored_metrics,
+    written_claims,
+)
 from iclrepro import store
 from iclrepro.papers.chen2024 import FIGURES
 
@@ -62,9 +70,8 @@ def test_cli_lists_and_predicts(workdir, tmp_path):
     assert list(predictions.columns) == ["prompt", "seed", "n", "prediction", "target"]
     assert set(predictions["n"]) == set(range(node.spec["task"]["n"] + 1)) and set(predictions["seed"]) == {0, 1}
     # per seed and n, the rows give the cell's stored excess risk on the same test set
-    errors = (predictions["prediction"].astype(float) - predictions["target"].astype(float)) ** 2
-    risk = errors.groupby([predictions["seed"], predictions["n"]]).mean()
-    metrics = pd.read_parquet(workdir / "results" / "cells" / node.id / "metrics.parquet").set_index(["seed", "n"])
+    risk = mean_squared_error(predictions, "target", ["seed", "n"])
+    metrics = stored_metrics(workdir, node.id).set_index(["seed", "n"])
     assert risk.to_numpy() == pytest.approx(metrics.loc[risk.index, "excess_risk"].to_numpy(), rel=1e-4)
 
 

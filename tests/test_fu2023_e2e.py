@@ -7,7 +7,16 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import SMOKE, assert_figures_written, cli, smoke_plan, snakemake, written_claims
+from conftest import (
+    SMOKE,
+    assert_figures_written,
+    cli,
+    mean_squared_error,
+    smoke_plan,
+    snakemake,
+    stored_metrics,
+    written_claims,
+)
 from iclrepro.papers.fu2023 import FIGURES
 
 pytestmark = pytest.mark.e2e
@@ -46,10 +55,8 @@ def test_cli_lists_and_predicts(workdir, tmp_path):
     predictions = pd.read_parquet(out)
     assert list(predictions.columns) == ["sample", "seed", "prediction", "target"]
     assert set(predictions["seed"]) == {0, 1}
-    errors = (predictions["prediction"].astype(float) - predictions["target"].astype(float)) ** 2
-    mse = errors.groupby(predictions["seed"]).mean()
-    metrics = pd.read_parquet(workdir / "results" / "cells" / node.id / "metrics.parquet")
-    assert mse.to_numpy() == pytest.approx(metrics["test_mse"].to_numpy(), rel=1e-5)
+    mse = mean_squared_error(predictions, "target", ["seed"])
+    assert mse.to_numpy() == pytest.approx(stored_metrics(workdir, node.id)["test_mse"].to_numpy(), rel=1e-5)
 
 
 def test_reruns_touch_only_what_changed(workdir):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import mean_squared_error
 from iclrepro import store
 from iclrepro.evaluation import fu2023 as evaluation
 from iclrepro.models import fu2023 as models
@@ -64,7 +65,7 @@ def test_a_cell_is_fitted_written_and_predicts(data, tmp_path, capsys):
     out = tmp_path / "predictions.parquet"
     evaluation.predict(str(tmp_path / "cell"), data[0], str(out))
     predictions = pd.read_parquet(out)
-    mse = ((predictions["prediction"] - predictions["target"]) ** 2).groupby(predictions["seed"]).mean()
+    mse = mean_squared_error(predictions, "target", ["seed"])
     assert mse.to_numpy() == pytest.approx(metrics["test_mse"].to_numpy(), rel=1e-6)
 
 

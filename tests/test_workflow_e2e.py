@@ -18,7 +18,17 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from conftest import SMOKE, assert_figures_written, cli, cli_command, smoke_plan, snakemake, written_claims
+from conftest import (
+    SMOKE,
+    assert_figures_written,
+    cli,
+    cli_command,
+    mean_squared_error,
+    smoke_plan,
+    snakemake,
+    stored_metrics,
+    written_claims,
+)
 from iclrepro import store
 from iclrepro.papers.cui2024 import FIGURES
 
@@ -90,9 +100,8 @@ def test_cli_predict_gives_one_row_per_prompt_and_seed(workdir, tmp_path):
     assert len(predictions) == 2 * 400 and predictions["prediction"].notna().all()
     assert (predictions.groupby("prompt")["y_query"].nunique() == 1).all()
     # each seed's rows are its own predictions on the cell's test set: they give its stored test MSE
-    errors = (predictions["prediction"].astype(float) - predictions["y_query"].astype(float)) ** 2
-    metrics = pd.read_parquet(workdir / "results" / "cells" / node.id / "metrics.parquet")
-    assert errors.groupby(predictions["seed"]).mean().to_numpy() == pytest.approx(metrics["mse"].to_numpy(), rel=1e-5)
+    mse = mean_squared_error(predictions, "y_query", ["seed"])
+    assert mse.to_numpy() == pytest.approx(stored_metrics(workdir, node.id)["mse"].to_numpy(), rel=1e-5)
 
 
 def test_every_figure_has_its_provenance(workdir):

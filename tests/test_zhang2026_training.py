@@ -63,13 +63,13 @@ def test_train_cell_writes_snapshots_traces_and_heldout_error(tmp_path):
     tasks.write_test_set(heldout, spec["heldout"], tmp_path / "heldout.parquet")
     training.train_cell(spec, "cellid", [str(tmp_path / "heldout.parquet")], str(tmp_path / "cell"))
     assert {p.name for p in (tmp_path / "cell").iterdir()} == set(store.CELL_FILES)
-    assert sorted(models.load_cell(tmp_path / "cell")[2]) == [0, 4]
+    _, model, snapshots = models.load_cell(tmp_path / "cell")
+    assert sorted(snapshots) == [0, 4]
     steps = store.read_parquet(tmp_path / "cell" / "train.parquet").to_pandas()
     assert len(steps) == 16 and steps[["loss", "dist_Q", "V_diag"]].notna().all().all()
     metrics = store.read_parquet(tmp_path / "cell" / "metrics.parquet", content="cellid").to_pandas()
     assert list(metrics["seed"]) == [0, 1]
     # the stored held-out error is the stored model's on the held-out set (not an untrained model's)
-    _, model, _ = models.load_cell(tmp_path / "cell")
     _, prompts = tasks.read_test_set(tmp_path / "heldout.parquet")
     found = training.one_step_error(model, prompts, spec["eta"], spec["model"]["target"])
     assert metrics["heldout_loss"].to_numpy() == pytest.approx(found.numpy(), rel=1e-9)
