@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from conftest import assert_figures_written, cli, planned_rules, smoke_plan, written_claims
 from iclrepro import store
 from iclrepro.models import zhang2026 as models
 from iclrepro.papers.zhang2026 import FIGURES
+from iclrepro.tasks import zhang2026 as tasks
 
 pytestmark = pytest.mark.e2e
 
@@ -60,6 +63,17 @@ def test_cli_lists_and_predicts(workdir, tmp_path):
     predictions = pd.read_parquet(out)
     assert list(predictions.columns) == ["prompt", "seed", "T", "score", "y_hat", "y_query"]
     assert set(predictions["T"]) == {1, 10, 100, 1000} and set(predictions["seed"]) == {0, 1}
+    # One loop is the trained layer's query output, as training computes it (another code path)
+    _, model, _ = models.load_cell(workdir / "results" / "cells" / node.id)
+    _, prompts = tasks.read_test_set(workdir / "results" / "data" / f"{node.spec['heldout']}.parquet")
+    z, x_q, y_q = tasks.context(prompts)
+    H = models.embed(z, x_q, prompts["w0"])
+    with torch.no_grad():
+        scores = (model.query_output(H.expand(len(model.W_KQ), *H.shape)) * x_q).sum(-1)      # (S, B)
+    one_loop = predictions[predictions["T"] == 1].sort_values(["seed", "prompt"])
+    np.testing.assert_allclose(one_loop["score"], scores.numpy().reshape(-1), rtol=1e-9, atol=1e-12)
+    assert (one_loop["y_hat"] == np.sign(one_loop["score"])).all()
+    assert (one_loop["y_query"].to_numpy() == y_q.numpy()[one_loop["prompt"]]).all()
 
 
 def test_reruns_touch_only_what_changed(workdir):
