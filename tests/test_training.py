@@ -60,6 +60,34 @@ def test_nan_loss_stops_training_naming_cell_and_step():
         core.fit(Diverging(bad_step=7), core.Optimisation(steps=60, lr=0.1), "abc123", 1)
 
 
+class Growing(core.Objective):
+    """Seed 0's loss stays at 1; seed 1's is 1 until `from_step`, then `factor`."""
+
+    def __init__(self, from_step: int, factor: float):
+        self.model = torch.nn.Linear(1, 1)
+        self.from_step, self.factor, self.step = from_step, factor, 0
+
+    def draw(self):
+        self.step += 1
+        return self.step - 1
+
+    def loss(self, step):
+        value = self.model.weight.sum() * 0 + 1.0
+        return torch.stack([value, value * (self.factor if step >= self.from_step else 1.0)])
+
+
+def test_a_loss_grown_a_thousandfold_stops_training_though_finite():
+    message = (r"cell abc123: training loss is 2000 at step 70 \(seed index 1\), over 1000 times its first \(1\), "
+               r"at learning rate 0.1; lower it")
+    with pytest.raises(core.DivergenceError, match=message):
+        core.fit(Growing(from_step=70, factor=2000.0), core.Optimisation(steps=120, lr=0.1), "abc123", 2)
+
+
+def test_a_loss_that_grows_less_trains_to_the_end():
+    fitted = core.fit(Growing(from_step=70, factor=900.0), core.Optimisation(steps=120, lr=0.1), "abc123", 2)
+    assert fitted.losses[-1].tolist() == [1.0, 900.0]
+
+
 class NaNGradient(core.Objective):
     """Seed 1's loss |w| is finite at w = 0, but its gradient there is NaN."""
 

@@ -34,12 +34,17 @@ from iclrepro.accelerator import device_of
 from iclrepro.errors import IclreproError
 from iclrepro.training import schedule
 
-CHUNK = 50  # updates per Lightning batch; also the stride of the NaN check (a device sync)
+CHUNK = 50  # updates per Lightning batch; also the stride of the loss check (a device sync)
 PROGRESS_SECONDS = 30.0  # wall time between progress lines in a long cell's log
+# A seed whose training loss grows to this many times its first one has diverged, though it
+# stays finite (cui2024 at lr 1,000 reaches losses of 3e5 from 1 and would still feed the
+# claims). Fresh prompts every step make the loss noisy, but in the quick runs no step's loss
+# was above 2.01 times its seed's first.
+GROWTH_LIMIT = 1000.0
 
 
 class DivergenceError(IclreproError, RuntimeError):
-    """A training loss became NaN or infinite."""
+    """A training loss became NaN or infinite, or grew GROWTH_LIMIT-fold."""
 
 
 def init_ensemble(factory: Callable[[int], nn.Module], seeds: list[int]) -> nn.Module:
@@ -204,7 +209,7 @@ class EnsembleModule(pl.LightningModule):
 
     Each Lightning batch runs a chunk of up to CHUNK updates, which spreads the fit loop's
     per-batch hook cost over the chunk. Losses stay on the device in a preallocated
-    buffer, checked for NaN/inf once per chunk. An update calls backward and the torch
+    buffer, checked once per chunk (`check_losses`). An update calls backward and the torch
     optimizer directly, not `manual_backward` and the Lightning optimizer: on one device in
     32- or 64-bit precision those only dispatch callback hooks and gradient clipping, which
     this trainer does not use, and their dispatch took about a tenth of a cui2024 step at
@@ -243,7 +248,7 @@ class EnsembleModule(pl.LightningModule):
         for step in range(first, min(first + CHUNK, self.optimisation.steps)):
             self.losses[step] = self.update().detach()
             self.after_step(step + 1)
-        self.check_finite(step + 1)
+        self.check_losses(step + 1)
         if step + 1 == self.optimisation.steps:
             self.check_final_parameters()
         self.progress.update(step + 1, self.losses)
@@ -297,14 +302,19 @@ class EnsembleModule(pl.LightningModule):
         if done in self.optimisation.snapshots:
             self.snapshots[done] = state_copy(self.model)
 
-    def check_finite(self, upto: int) -> None:
-        window = self.losses[self.checked:upto]
-        bad = ~torch.isfinite(window)
+    def check_losses(self, upto: int) -> None:
+        """The losses since the last check are finite and below GROWTH_LIMIT times their seed's first."""
+        window, first = self.losses[self.checked:upto], self.losses[0]
+        limit = torch.where(first > 0, GROWTH_LIMIT * first, math.inf)
+        bad = ~torch.isfinite(window) | (window > limit)
         if bad.any():
             step, seed = (int(i) for i in bad.nonzero()[0])
+            value = window[step, seed].item()
+            growth = (f", over {GROWTH_LIMIT:g} times its first ({first[seed].item():.4g}),"
+                      if math.isfinite(value) else "")
             raise DivergenceError(
-                f"cell {self.cell_id}: training loss is {window[step, seed].item()} at step "
-                f"{self.checked + step} (seed index {seed}) at learning rate {self.optimisation.lr:g}; lower it")
+                f"cell {self.cell_id}: training loss is {value:.4g} at step {self.checked + step} (seed index "
+                f"{seed}){growth} at learning rate {self.optimisation.lr:g}; lower it")
         self.checked = upto
 
     def check_final_parameters(self) -> None:
