@@ -199,6 +199,7 @@ def test_claims_table_without_its_outputs_leaves_the_claims_alone(tmp_path, caps
 @pytest.mark.parametrize("cell,out,complaint", [
     ("cells/c", "data/p.parquet", "is the prompt set itself"),
     ("cells/c", "cells/c/metrics.parquet", "among entries it would overwrite"),
+    ("../copied_cell", "figures/F4.parquet", "among entries it would overwrite"),   # a cell outside the store
     ("cells/c", "cells", "is not a .parquet file"),
     ("cells/none", "predictions.parquet", "is not a cell directory"),
     ("data", "predictions.parquet", "names no known paper"),
@@ -209,6 +210,8 @@ def test_predict_refuses_to_write_over_the_store(tmp_path, capsys, cell, out, co
     (results / "cells" / "c" / "spec.json").write_text('{"spec": {"paper": "fu2023"}}')
     (results / "data").mkdir()
     (results / "data" / "spec.json").write_text('{"not": "a cell"}')
+    (tmp_path / "copied_cell").mkdir()
+    (tmp_path / "copied_cell" / "spec.json").write_text('{"spec": {"paper": "fu2023"}}')
     assert cli.main(["predict", str(results / cell), str(results / "data" / "p.parquet"), str(results / out)]) == 2
     assert complaint in capsys.readouterr().err
 

@@ -159,17 +159,25 @@ def _bench(args) -> None:
     store.write_json(figures, args.out)
 
 
-def _check_predictions_path(out: Path, cell_dir: Path, prompts: Path) -> None:
+def _store_folder_holding(path: Path) -> Path | None:
+    """The folder of a results directory's entries (results/figures, ...) that `path` lies in,
+    of any results directory: one that holds cells/ or index/ beside it."""
+    for folder in path.resolve().parents:
+        if folder.name in (*RESULTS_FOLDERS, "batches") and any(
+                (folder.parent / name).is_dir() for name in ("cells", "index")):
+            return folder
+    return None
+
+
+def _check_predictions_path(out: Path, prompts: Path) -> None:
     """OUT is a new Parquet file outside the store's entries, which it would overwrite."""
-    store_root = cell_dir.resolve().parent.parent
-    inside = [store_root / folder for folder in (*RESULTS_FOLDERS, "batches")
-              if out.resolve().is_relative_to(store_root / folder)]
+    inside = _store_folder_holding(out)
     if out.suffix != ".parquet" or out.is_dir():
         raise IclreproError(f"predict: {out} is not a .parquet file to write the predictions to")
     if out.resolve() == prompts.resolve():
         raise IclreproError(f"predict: OUT {out} is the prompt set itself; write the predictions elsewhere")
     if inside:
-        raise IclreproError(f"predict: {out} lies in the store's {inside[0]}, among entries it would overwrite; "
+        raise IclreproError(f"predict: {out} lies in the store's {inside}, among entries it would overwrite; "
                             "write the predictions elsewhere")
 
 
@@ -180,7 +188,7 @@ def _predict(args) -> None:
     if not cell_dir.is_dir():
         raise IclreproError(f"predict CELL_DIR PROMPTS OUT: {cell_dir} is not a cell directory "
                             "(results/cells/<id>)")
-    _check_predictions_path(Path(args.out), cell_dir, Path(args.prompts))
+    _check_predictions_path(Path(args.out), Path(args.prompts))
     paper = store.read_json(cell_dir / "spec.json").get("spec", {}).get("paper")
     if paper not in REGISTRY:
         raise IclreproError(f"{cell_dir / 'spec.json'}: names no known paper ({paper!r}); is {cell_dir} a cell?")
