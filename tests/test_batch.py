@@ -52,3 +52,33 @@ def test_the_batch_log_names_a_member_while_it_trains(tmp_path, monkeypatch):
     monkeypatch.setattr(batch, "run_member", lambda payload, layout, threads: seen.append(log.read_text()))
     batch.run([cell_payload("a" * 16, 0.01)], str(tmp_path / "marker.json"), str(tmp_path / "results"), log=str(log))
     assert seen == [f"{'a' * 16} (isotropic d=2 sigma2=0 D=3 reduced H=1 init=identity seeds=1): started\n"]
+
+
+def test_a_damaged_done_cell_is_trained_again_and_a_whole_one_regains_its_record(tmp_path):
+    results, marker, log = str(tmp_path / "results"), tmp_path / "marker.json", tmp_path / "batch.log"
+    layout = store.Layout(results)
+    damaged, whole = cell_payload("a" * 16, 0.01), cell_payload("b" * 16, 0.01)
+    batch.run([damaged, whole], str(marker), results, log=str(log))
+    trained = open(layout.cell("a" * 16, "model.pt"), "rb").read()
+    with open(layout.cell("a" * 16, "model.pt"), "r+b") as handle:
+        handle.truncate(100)
+    (tmp_path / "results" / "index" / f"{'b' * 16}.json").unlink()
+    marker.unlink()   # what verify asks, so that the batch runs again
+
+    batch.run([damaged, whole], str(marker), results, log=str(log))
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith(f"{'a' * 16}: damaged ({layout.cell('a' * 16, 'model.pt')}: unreadable model file")
+    assert lines[-1] == f"{'b' * 16}: already done"
+    assert open(layout.cell("a" * 16, "model.pt"), "rb").read() == trained   # trained again, to the same weights
+    assert store.read_json(layout.index("b" * 16)) == whole
+
+
+def test_a_stage_that_meets_a_damaged_file_points_to_verify(tmp_path):
+    from iclrepro import plan
+
+    results = tmp_path / "results"
+    payload = cell_payload("a" * 16, 0.01)
+    (results / "data").mkdir(parents=True)
+    (results / "data" / f"{'d' * 16}.parquet").write_bytes(b"not parquet")   # its test set, damaged
+    with pytest.raises(store.StoreError, match=r"unreadable Parquet .*`iclrepro verify` names each damaged"):
+        plan.run(payload, str(results), **batch.member_arguments(payload, store.Layout(str(results)), 1))

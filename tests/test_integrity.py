@@ -62,6 +62,26 @@ def test_verify_names_damaged_records_and_markers(tmp_path, name, text, complain
     assert [problem for problem in report.problems if str(path) in problem and complaint in problem], report.problems
 
 
+def test_verify_says_how_a_rerun_writes_a_lost_identity_record_again(tmp_path):
+    """Without rewriting the entry: a batch finds its whole cells and writes their records
+    (test_batch), a data set is made again by the next job that reads it."""
+    for cell in ("done", "unfinished"):
+        (tmp_path / "cells" / cell).mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "set.parquet").write_bytes(b"")
+    marker = tmp_path / "batches" / "train" / "p" / "b.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text('{"members": ["done"]}')
+    problems = integrity.verify(str(tmp_path)).problems
+    missing = {name: f"{tmp_path / folder / name}: no identity record in {tmp_path}/index/{name.split('.')[0]}.json; "
+               for folder, name in (("cells", "done"), ("cells", "unfinished"), ("data", "set.parquet"))}
+    assert missing["done"] + f"delete its batch marker {marker} and rerun: the batch finds the cell whole and " \
+        "writes its record" in problems
+    assert missing["unfinished"] + "rerun: its batch, not yet marked done, writes the record" in problems
+    assert missing["set.parquet"] + "delete the data set and rerun: the next job that reads it makes it again, " \
+        "with its record" in problems
+
+
 def test_result_differences_names_changed_and_missing_results(tmp_path):
     expected, found = tmp_path / "expected", tmp_path / "found"
     for name, frame in (("cells/a/metrics.parquet", pd.DataFrame({"mse": [0.5, 0.25]})),

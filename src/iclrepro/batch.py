@@ -1,7 +1,7 @@
 """Train a batch of cells in one process (torch and Lightning are imported once).
 
-Cells already done are skipped, so a rerun after a kill or a failure finishes only
-what is missing, and a new member in a bucket costs only its own work. Each member
+Cells already done (their files whole) are skipped, so a rerun after a kill or a failure
+finishes only what is missing, and a new member in a bucket costs only its own work. Each member
 writes its own log (results/logs/<stage>/<id>.log); the batch's log gains a line as each
 member starts and ends, so the log Snakemake names says which cell a killed job was on. A
 member that fails does not stop the others; the batch fails at the end, naming every
@@ -80,12 +80,28 @@ def _line_writer(log: str | None) -> Callable[[str], None]:
     return write
 
 
+def is_done(payload: dict, layout: store.Layout, write: Callable[[str], None]) -> bool:
+    """A member whose stored cell is whole is done, and gets its identity record again (in
+    case it was lost). A damaged one loses its done marker, to be trained again."""
+    done_marker = Path(layout.cell(payload["id"]))
+    if not done_marker.is_file():
+        return False
+    try:
+        store.check_cell(done_marker.parent, payload["id"], payload["spec"])
+    except store.StoreError as err:
+        write(f"{payload['id']}: damaged ({err}); training it again")
+        done_marker.unlink()
+        return False
+    store.write_json(payload, layout.index(payload["id"]))
+    return True
+
+
 def run(members: list[dict], marker: str, results: str, threads: int = 1, log: str | None = None) -> None:
     """Run every member that is not done, then write the batch marker."""
     layout, write = store.Layout(results), _line_writer(log)
     summary, failed = [], []
     for payload in members:
-        if Path(layout.cell(payload["id"])).is_file():
+        if is_done(payload, layout, write):
             summary.append(f"{payload['id']}: already done")
             write(summary[-1])
             continue

@@ -51,17 +51,6 @@ def _check_data(record: dict, path: Path) -> None:
         raise store.StoreError(f"{path}: the spec in its metadata differs from its identity record")
 
 
-def _check_cell(record: dict, path: Path) -> None:
-    cell = store.read_json(path / "spec.json")
-    if cell.get("id") != record["id"] or cell.get("spec") != record["spec"]:
-        raise store.StoreError(f"{path / 'spec.json'}: id or spec differs from the identity record")
-    for name in ("train.parquet", "metrics.parquet"):
-        store.read_parquet(path / name, content=record["id"])
-    _, spec = store.load_model(path / "model.pt")
-    if spec != record["spec"]:
-        raise store.StoreError(f"{path / 'model.pt'}: its spec differs from the identity record")
-
-
 # How a complete file of each figure format begins and ends; a truncated one ends otherwise.
 FIGURE_BOUNDS = {"png": (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"), "pdf": (b"%PDF-", b"%%EOF")}
 
@@ -120,6 +109,16 @@ def _check_named_files(results: str, report: Report) -> None:
 
 
 RECORD_KEYS = ("id", "stage", "spec", "inputs", "name", "source")   # what store writes and verify reads
+REDO_RECORD = "delete it; verify then says how a rerun writes it again"
+
+
+def _missing_record(path: Path, marker: Path | None) -> str:
+    """How a rerun writes an entry's lost identity record again, without redoing a trained cell."""
+    if not path.is_dir():
+        return "delete the data set and rerun: the next job that reads it makes it again, with its record"
+    if marker is None:
+        return "rerun: its batch, not yet marked done, writes the record"
+    return f"delete its batch marker {marker} and rerun: the batch finds the cell whole and writes its record"
 
 
 def _identity_records(results: str, report: Report) -> dict[str, dict]:
@@ -131,13 +130,13 @@ def _identity_records(results: str, report: Report) -> dict[str, dict]:
             missing = [key for key in RECORD_KEYS if key not in record]
             if missing:
                 report.problems.append(f"{path}: unreadable identity record (without {', '.join(missing)}); "
-                                       "delete it and the entry it names, then rerun")
+                                       f"{REDO_RECORD}")
                 continue
             if store.identity_id(record) != path.stem or record["id"] != path.stem:
                 report.problems.append(f"{path}: its spec hashes to {store.identity_id(record)}, not {path.stem}")
             records[path.stem] = record
         except (store.StoreError, TypeError, ValueError) as err:   # ValueError: a NaN the hash refuses
-            report.problems.append(f"{path}: unreadable identity record ({err})")
+            report.problems.append(f"{path}: unreadable identity record ({err}); {REDO_RECORD}")
     return records
 
 
@@ -171,7 +170,7 @@ def _check_cell_entry(record: dict, path: Path, marker: Path | None, report: Rep
             report.problems.append(f"{path}: no metrics.parquet, though its batch is marked done; {redo}")
         return
     try:
-        _check_cell(record, path)
+        store.check_cell(path, record["id"], record["spec"])
     except store.StoreError as err:
         report.problems.append(f"{err}; {redo}")
 
@@ -186,7 +185,8 @@ def verify(results: str) -> Report:
         report.checked += 1
         record = records.get(node_id)
         if record is None:
-            report.problems.append(f"{path}: no identity record in {layout.index(node_id)}")
+            report.problems.append(f"{path}: no identity record in {layout.index(node_id)}; "
+                                   f"{_missing_record(path, marker_of.get(node_id))}")
         elif record["stage"] == "train":
             _check_cell_entry(record, path, marker_of.get(node_id), report)
         else:

@@ -115,7 +115,11 @@ def run(payload: dict, results: str, **kwargs):
     if node.stage in NEEDS_RESULTS:
         kwargs["results"] = results
     module, _, function = node.entry().partition(":")
-    getattr(importlib.import_module(module), function)(node.spec, node.id, **kwargs)
+    try:
+        getattr(importlib.import_module(module), function)(node.spec, node.id, **kwargs)
+    except store.StoreError as err:   # a damaged or missing input: verify says what to delete
+        raise store.StoreError(f"{err} (`iclrepro verify` names each damaged stored file and what to delete "
+                               "to remake it)") from None
     if node.stage == "draw":
         from iclrepro import provenance
 

@@ -316,6 +316,18 @@ def load_model(path) -> tuple[dict, dict]:
     return blob["state"], json.loads(blob["spec"])
 
 
+def check_cell(cell_dir, node_id: str, spec: dict) -> None:
+    """A stored cell is whole: each file reads, carries the id `node_id`, and records `spec`."""
+    cell_dir = Path(cell_dir)
+    cell = read_json(cell_dir / "spec.json")
+    if cell.get("id") != node_id or cell.get("spec") != spec:
+        raise StoreError(f"{cell_dir / 'spec.json'}: id or spec differs from the identity record")
+    for name in ("train.parquet", "metrics.parquet"):
+        read_parquet(cell_dir / name, content=node_id)
+    if load_model(cell_dir / "model.pt")[1] != spec:
+        raise StoreError(f"{cell_dir / 'model.pt'}: its spec differs from the identity record")
+
+
 def load_trained(cell_dir, build) -> tuple[dict, nn.Module, dict[int, dict]]:
     """(spec, model, snapshots) of a trained cell: `build(spec)` filled with the stored weights, and
     the {step: state dict} snapshots kept during training (empty if none were asked for)."""
