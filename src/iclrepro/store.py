@@ -317,14 +317,15 @@ def load_model(path) -> tuple[dict, dict]:
 
 
 def check_cell(cell_dir, node_id: str, spec: dict) -> None:
-    """A stored cell is whole: each file reads, carries the id `node_id`, and records `spec`."""
-    cell_dir = Path(cell_dir)
+    """A stored cell is whole: each file reads, carries the id `node_id`, and records `spec`
+    (compared as JSON, the form every file stores it in)."""
+    cell_dir, wanted = Path(cell_dir), canonical_json(spec)
     cell = read_json(cell_dir / "spec.json")
-    if cell.get("id") != node_id or cell.get("spec") != spec:
+    if cell.get("id") != node_id or canonical_json(cell.get("spec")) != wanted:
         raise StoreError(f"{cell_dir / 'spec.json'}: id or spec differs from the identity record")
     for name in ("train.parquet", "metrics.parquet"):
         read_parquet(cell_dir / name, content=node_id)
-    if load_model(cell_dir / "model.pt")[1] != spec:
+    if canonical_json(load_model(cell_dir / "model.pt")[1]) != wanted:
         raise StoreError(f"{cell_dir / 'model.pt'}: its spec differs from the identity record")
 
 
