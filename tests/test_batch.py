@@ -71,6 +71,7 @@ def test_a_damaged_done_cell_is_trained_again_and_a_whole_one_regains_its_record
     assert lines[-1] == f"{'b' * 16}: already done"
     assert open(layout.cell("a" * 16, "model.pt"), "rb").read() == trained   # trained again, to the same weights
     assert store.read_json(layout.index("b" * 16)) == whole
+    store.check_cell(layout.cell_dir("b" * 16), "b" * 16, {**whole["spec"], "seeds": (0,)})   # a tuple, as JSON a list
 
 
 def test_a_stage_that_meets_a_damaged_file_points_to_verify(tmp_path):
