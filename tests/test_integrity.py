@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from iclrepro import batch, cli, config, integrity, plan, provenance, store, workspace
@@ -60,6 +61,20 @@ def test_verify_names_damaged_records_and_markers(tmp_path, name, text, complain
     path.write_text(text)
     report = integrity.verify(str(tmp_path))
     assert [problem for problem in report.problems if str(path) in problem and complaint in problem], report.problems
+
+
+def test_verify_names_a_table_the_pipeline_did_not_write(tmp_path):
+    """Predictions written over a figure's tidy table read as Parquet, but carry no node id."""
+    from iclrepro import store
+
+    tidy = tmp_path / "figures" / "cui2024" / "F4.parquet"
+    tidy.parent.mkdir(parents=True)
+    frame = pa.table({"prediction": [0.5]})
+    store.write_parquet(frame, tidy, spec={"cell": {}})
+    store.write_parquet(frame, tidy.with_name("F3.parquet"), spec={}, content="a" * 16)
+    problems = integrity.verify(str(tmp_path)).problems
+    assert [p for p in problems if "F4.parquet: no node id in its metadata" in p] and not [
+        p for p in problems if "F3.parquet" in p]
 
 
 def test_verify_says_how_a_rerun_writes_a_lost_identity_record_again(tmp_path):

@@ -51,6 +51,13 @@ def _check_data(record: dict, path: Path) -> None:
         raise store.StoreError(f"{path}: the spec in its metadata differs from its identity record")
 
 
+def _check_table(path: Path) -> None:
+    """A theory table, tidy table or claims file as the pipeline writes it: readable Parquet that
+    carries its node's id (a file put in its place, say predictions, carries none)."""
+    if not (store.read_parquet(path).schema.metadata or {}).get(store.ID_METADATA_KEY):
+        raise store.StoreError(f"{path}: no node id in its metadata, so not a table the pipeline wrote")
+
+
 # How a complete file of each figure format begins and ends; a truncated one ends otherwise.
 FIGURE_BOUNDS = {"png": (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"), "pdf": (b"%PDF-", b"%%EOF")}
 
@@ -66,7 +73,7 @@ def _check_figure(path: Path) -> None:
 
 # The files of one figure, with the function that checks each: its tidy data (rule tidy;
 # the layout puts it beside the drawing, as <name>.parquet), then what rule draw writes.
-FIGURE_FILES = {"parquet": store.read_parquet, "png": _check_figure, "pdf": _check_figure, "json": store.read_json}
+FIGURE_FILES = {"parquet": _check_table, "png": _check_figure, "pdf": _check_figure, "json": store.read_json}
 
 
 def _figure_files(results: str) -> list[Path]:
@@ -79,7 +86,7 @@ def _named_files(results: str, figure_files: list[Path]) -> list[tuple[Path, Cal
     """Every theory table, figure file and claims file, with the function that checks it."""
     patterns = store.Layout(glob.escape(results))
     tables = glob.glob(patterns.theory("*", "*")) + glob.glob(patterns.claims("*"))
-    checks = [(Path(path), store.read_parquet) for path in tables]
+    checks = [(Path(path), _check_table) for path in tables]
     checks += [(path, FIGURE_FILES[path.suffix[1:]]) for path in figure_files]
     return sorted(checks, key=lambda pair: pair[0])
 
