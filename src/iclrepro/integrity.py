@@ -54,7 +54,7 @@ def _check_data(record: dict, path: Path) -> None:
 def _check_table(path: Path) -> None:
     """A theory table, tidy table or claims file as the pipeline writes it: readable Parquet that
     carries its node's id (a file put in its place, say predictions, carries none)."""
-    if not (store.read_parquet(path).schema.metadata or {}).get(store.ID_METADATA_KEY):
+    if not store.parquet_id(store.read_parquet(path)):
         raise store.StoreError(f"{path}: no node id in its metadata, so not a table the pipeline wrote")
 
 

@@ -255,11 +255,14 @@ def read_parquet(path, content: str | None = None) -> pa.Table:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as err:
         raise StoreError(f"{path}: unreadable Parquet ({err})") from None
-    if content is not None:
-        stored = (table.schema.metadata or {}).get(ID_METADATA_KEY, b"").decode()
-        if stored != content:
-            raise StoreError(f"{path}: metadata id {stored or '(none)'} does not match {content}")
+    if content is not None and (stored := parquet_id(table)) != content:
+        raise StoreError(f"{path}: metadata id {stored or '(none)'} does not match {content}")
     return table
+
+
+def parquet_id(table: pa.Table) -> str:
+    """The node id stored in a table's metadata ('' when none is)."""
+    return (table.schema.metadata or {}).get(ID_METADATA_KEY, b"").decode()
 
 
 def check_columns(table: pa.Table, schema: pa.Schema, path) -> None:
