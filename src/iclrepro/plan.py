@@ -119,7 +119,7 @@ def run(payload: dict, results: str, **kwargs):
         getattr(importlib.import_module(module), function)(node.spec, node.id, **kwargs)
     except store.StoreError as err:   # a damaged or missing input: verify says what to delete
         raise store.StoreError(f"{err} (`iclrepro verify` names each damaged stored file and what to delete "
-                               "to remake it)") from None
+                               "to remake it)") from err   # the log keeps where the read failed
     if node.stage == "draw":
         from iclrepro import provenance
 
