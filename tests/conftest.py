@@ -148,3 +148,17 @@ def planned_rules(workdir: Path) -> list[str]:
 
     return re.findall(r"^rule (\w+):", snakemake(workdir, "-n", *SMOKE).stdout, flags=re.M)
 
+
+def assert_plotting_change_only_redraws(workdir: Path, paper: str, figures) -> None:
+    """From a finished run: a comment in the code every stage imports runs nothing, and a code
+    change to the paper's plotting module redraws its figures and runs nothing upstream."""
+    package = workdir / "src" / "iclrepro"
+    assert planned_rules(workdir) == []
+    with open(package / "store.py", "a") as store_code:
+        store_code.write("# a comment changes no id\n")
+    assert planned_rules(workdir) == []
+    with open(package / "figures" / f"{paper}.py", "a") as figure_code:
+        figure_code.write("PLOTTING_CHANGE = True\n")
+    rules = planned_rules(workdir)
+    assert rules.count("draw") == len(figures) and not {"train", "tidy", "data", "theory"} & set(rules)
+

@@ -7,9 +7,9 @@ import pytest
 
 from conftest import (
     assert_figures_written,
+    assert_plotting_change_only_redraws,
     cli,
     mean_squared_error,
-    planned_rules,
     smoke_plan,
     stored_metrics,
     written_claims,
@@ -76,8 +76,4 @@ def test_cli_lists_and_predicts(workdir, tmp_path):
 
 
 def test_reruns_touch_only_what_changed(workdir):
-    assert planned_rules(workdir) == []
-    figure_code = workdir / "src" / "iclrepro" / "figures" / "chen2024.py"
-    figure_code.write_text(figure_code.read_text() + "\n# a plotting-only change\n")
-    rules = planned_rules(workdir)
-    assert rules.count("draw") == len(FIGURES) and not {"train", "tidy", "data", "theory"} & set(rules)
+    assert_plotting_change_only_redraws(workdir, "chen2024", FIGURES)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from conftest import assert_figures_written, cli, planned_rules, smoke_plan, stored_metrics, written_claims
+from conftest import (
+    assert_figures_written,
+    assert_plotting_change_only_redraws,
+    cli,
+    smoke_plan,
+    stored_metrics,
+    written_claims,
+)
 from iclrepro import store
 from iclrepro.papers.deora2023 import FIGURES
 
@@ -66,8 +73,4 @@ def test_cli_lists_and_predicts(workdir, tmp_path):
 
 
 def test_a_plotting_change_only_redraws(workdir):
-    assert planned_rules(workdir) == []
-    figure_code = workdir / "src" / "iclrepro" / "figures" / "deora2023.py"
-    figure_code.write_text(figure_code.read_text() + "\n# a plotting-only change\n")
-    rules = planned_rules(workdir)
-    assert rules.count("draw") == len(FIGURES) and not {"train", "tidy", "data", "theory"} & set(rules)
+    assert_plotting_change_only_redraws(workdir, "deora2023", FIGURES)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 import pytest
 
 from conftest import (
-    SMOKE,
     assert_figures_written,
+    assert_plotting_change_only_redraws,
     cli,
     mean_squared_error,
     smoke_plan,
-    snakemake,
     stored_metrics,
     written_claims,
 )
@@ -60,9 +57,4 @@ def test_cli_lists_and_predicts(workdir, tmp_path):
 
 
 def test_reruns_touch_only_what_changed(workdir):
-    planned = re.findall(r"^rule (\w+):", snakemake(workdir, "-n", *SMOKE).stdout, flags=re.M)
-    assert planned == []
-    figure_code = workdir / "src" / "iclrepro" / "figures" / "fu2023.py"
-    figure_code.write_text(figure_code.read_text() + "\n# a plotting-only change\n")
-    rules = re.findall(r"^rule (\w+):", snakemake(workdir, "-n", *SMOKE).stdout, flags=re.M)
-    assert rules.count("draw") == len(FIGURES) and not {"train", "tidy", "data", "theory"} & set(rules)
+    assert_plotting_change_only_redraws(workdir, "fu2023", FIGURES)

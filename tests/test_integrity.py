@@ -192,15 +192,18 @@ def test_a_config_yaml_outside_a_workflow_directory_is_named(command, tmp_path, 
 
 
 @pytest.mark.parametrize("command", ["cells", "gc"])
-def test_planning_from_other_package_source_than_the_workflows_is_refused(command, root, tmp_path, capsys):
-    """Ids hash the source: from an edited copy of it, gc would take every stored cell as unused."""
+def test_planning_from_other_package_code_than_the_workflows_is_refused(command, root, tmp_path, capsys):
+    """Ids hash the code: from an edited copy of it, gc would take every stored cell as unused
+    (a comment changes no id, so it is no reason to refuse)."""
     workflow = workspace.copy_workflow(root, tmp_path / "workflow")
     (tmp_path / "results").mkdir()
     options = ["--configfile", str(workflow / "config.yaml"), "--results", str(tmp_path / "results")]
+    with open(workflow / "src" / "iclrepro" / "training" / "core.py", "a") as source:
+        source.write("# a local experiment\n")
     assert cli.main([command, *options]) == 0
     capsys.readouterr()
     with open(workflow / "src" / "iclrepro" / "training" / "core.py", "a") as source:
-        source.write("# a local experiment\n")
+        source.write("LOCAL_EXPERIMENT = True\n")
     assert cli.main([command, *options]) == 2
     jobs_package = workflow / "src" / "iclrepro"
     assert f"the workflow's jobs run the one in {jobs_package}, which differs" in capsys.readouterr().err

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -43,6 +45,59 @@ def test_training_closure_covers_its_imports_and_not_figures():
 def test_figure_closure_excludes_training():
     files = {p.relative_to(store.PACKAGE_ROOT).as_posix() for p in store.source_closure("iclrepro.figures.cui2024")}
     assert "figures/common.py" in files and not any(name.startswith("training/") for name in files)
+
+
+CODE = '''"""Module doc."""
+import os
+
+
+def f(x):
+    """Doc."""
+    y = """a__
+  b"""
+    return ("#" + y)  # why
+'''.replace("_", " ")  # the string's first row ends in two spaces
+
+
+@pytest.mark.parametrize("edit", [
+    lambda s: s.replace("# why", "# why not"), lambda s: s.replace("Doc.", "Doc,\n    longer."),
+    lambda s: s.replace("import os\n", "import os\n# about f\n\n"), lambda s: s.replace("(x):", "(x):   "),
+    lambda s: s.replace('"""Module doc."""\n', "")])
+def test_comments_docstrings_and_blank_rows_are_not_code(edit):
+    assert store.code_text(edit(CODE)) == store.code_text(CODE)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda s: s.replace("import os", "import sys"), lambda s: s.replace('"#"', '"# "'),
+    lambda s: s.replace("a  \n", "a  \n\n"), lambda s: s.replace("a  \n", "a\n"),
+    lambda s: s.replace("    return", "    if x:\n        return"), lambda s: s.replace("# why", "; 0")])
+def test_every_change_to_code_and_string_data_counts(edit):
+    assert store.code_text(edit(CODE)) != store.code_text(CODE)
+
+
+def forget_fingerprints():
+    for cache in (store.source_closure, store.fingerprint):
+        cache.cache_clear()
+
+
+@pytest.fixture
+def package_copy(tmp_path, monkeypatch):
+    """A copy of the package that fingerprints read instead of the real one."""
+    forget_fingerprints()
+    monkeypatch.setattr(store, "PACKAGE_ROOT", Path(shutil.copytree(store.PACKAGE_ROOT, tmp_path / "iclrepro")))
+    yield store.PACKAGE_ROOT
+    forget_fingerprints()
+
+
+def test_a_comment_in_every_stages_code_retrains_nothing(package_copy):
+    before = store.fingerprint("iclrepro.training.cui2024")
+    path = package_copy / "store.py"
+    path.write_text(path.read_text().replace("\nCELL_FILES =", "\n# why these four\nCELL_FILES ="))
+    forget_fingerprints()
+    assert store.fingerprint("iclrepro.training.cui2024") == before
+    path.write_text(path.read_text().replace('CELL_FILES = ("spec.json",', 'CELL_FILES = ("more", "spec.json",'))
+    forget_fingerprints()
+    assert store.fingerprint("iclrepro.training.cui2024") != before
 
 
 def test_atomic_path_leaves_nothing_when_the_write_fails(tmp_path):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import assert_figures_written, cli, planned_rules, smoke_plan, written_claims
+from conftest import assert_figures_written, assert_plotting_change_only_redraws, cli, smoke_plan, written_claims
 from iclrepro import store
 from iclrepro.models import zhang2026 as models
 from iclrepro.papers.zhang2026 import FIGURES
@@ -77,8 +77,4 @@ def test_cli_lists_and_predicts(workdir, tmp_path):
 
 
 def test_reruns_touch_only_what_changed(workdir):
-    assert planned_rules(workdir) == []
-    figure_code = workdir / "src" / "iclrepro" / "figures" / "zhang2026.py"
-    figure_code.write_text(figure_code.read_text() + "\n# a plotting-only change\n")
-    rules = planned_rules(workdir)
-    assert rules.count("draw") == len(FIGURES) and not {"train", "tidy", "data", "theory"} & set(rules)
+    assert_plotting_change_only_redraws(workdir, "zhang2026", FIGURES)

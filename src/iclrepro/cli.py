@@ -70,15 +70,17 @@ def _as_snakemake_reads(config_files: list[str]) -> list[str]:
     return config_files if Path(config_files[0]).name == "config.yaml" else ["config.yaml", *config_files]
 
 
-def _package_source(package: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(package)): path.read_bytes() for path in sorted(package.rglob("*.py"))}
+def _package_code(package: Path) -> dict[str, str]:
+    from iclrepro import store
+
+    return {str(path.relative_to(package)): store.code_text(path.read_text()) for path in sorted(package.rglob("*.py"))}
 
 
 def _workdir(config_files: list[str]) -> Path:
     """The workflow directory, whose schema the config is checked against: the first config
     file's (config.yaml lies in it).
 
-    Ids hash the package source, and the workflow's jobs import the package from the
+    Ids hash the package code, and the workflow's jobs import the package from the
     directory's src/: planned here from other source (a second checkout, a non-installed
     copy edited since), every stored cell would look unused, and `gc --yes` would delete it.
     """
@@ -87,7 +89,7 @@ def _workdir(config_files: list[str]) -> Path:
     workdir = Path(config_files[0]).resolve().parent
     jobs_package = workdir / "src" / "iclrepro"
     if (jobs_package.is_dir() and jobs_package.resolve() != store.PACKAGE_ROOT
-            and _package_source(jobs_package) != _package_source(store.PACKAGE_ROOT)):
+            and _package_code(jobs_package) != _package_code(store.PACKAGE_ROOT)):
         raise IclreproError(f"this iclrepro runs the package source in {store.PACKAGE_ROOT}, but the workflow's jobs "
                             f"run the one in {jobs_package}, which differs, so the ids planned here would not be "
                             f"the workflow's; run `PYTHONPATH={jobs_package.parent} python -m iclrepro ...` instead")

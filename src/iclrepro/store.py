@@ -12,9 +12,11 @@ import ast
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import os
 import secrets
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -111,13 +113,47 @@ def source_closure(module: str) -> tuple[Path, ...]:
     return tuple(sorted(set(seen.values())))
 
 
+def _string_statement_alone(node: ast.Expr, lines: list[str]) -> bool:
+    """Whether a string statement (a docstring, say) has its rows to itself (ast columns count bytes)."""
+    before = lines[node.lineno - 1].encode()[: node.col_offset]
+    after = lines[node.end_lineno - 1].encode()[node.end_col_offset:]
+    return not before.strip() and not after.split(b"#")[0].strip()
+
+
+@functools.cache
+def code_text(source: str) -> str:
+    """The rows of a source file that run: comments, docstrings (string statements), blank rows and
+    trailing spaces cut, so that editing those changes no id. Rows inside a multi-line string
+    literal stay as they are (their spaces are data). Rows and tokens, not the ast's dump or
+    unparsing, so the result is the same on every Python version."""
+    lines = list(io.StringIO(source))
+    comment_at = {token.start[0]: token.start[1] for token in tokenize.generate_tokens(io.StringIO(source).readline)
+                  if token.type == tokenize.COMMENT}
+    dropped, in_string = set(), set()
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+                and _string_statement_alone(node, lines)):
+            dropped.update(range(node.lineno, node.end_lineno + 1))
+        elif isinstance(node, (ast.Constant, ast.JoinedStr)):
+            in_string.update(range(node.lineno, node.end_lineno))  # each row but the last ends inside it
+    kept = []
+    for row, line in enumerate(lines, start=1):
+        code = line[: comment_at.get(row, len(line))].rstrip()
+        if row in in_string and row not in dropped:
+            kept.append(line)
+        elif code and row not in dropped:
+            kept.append(code + "\n")
+    return "".join(kept)
+
+
 @functools.cache
 def fingerprint(module: str) -> str:
-    """Hash of the source a stage depends on: changes to other modules leave it unchanged."""
+    """Hash of the code a stage depends on: changes to other modules, and to comments,
+    docstrings and blank rows anywhere, leave it unchanged."""
     h = hashlib.sha256()
     for path in source_closure(module):
         h.update(str(path.relative_to(PACKAGE_ROOT)).encode())
-        h.update(path.read_bytes())
+        h.update(code_text(path.read_text()).encode())
     return h.hexdigest()[:ID_LENGTH]
 
 
