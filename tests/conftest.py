@@ -113,6 +113,7 @@ def written_claims(workdir: Path, paper: str):
     claims = pd.read_parquet(workdir / "results" / "claims" / f"{paper}.parquet")
     assert list(claims.columns) == SCHEMA.names and claims["passed"].dtype == bool
     table = (workdir / "results" / "claims.md").read_text()
+    assert table.startswith("# Claim verdicts (smoke scale)\n")   # the end-to-end runs are smoke's
     assert all(claim_id in table for claim_id in claims["claim_id"])
     return claims
 

@@ -229,7 +229,7 @@ def test_claims_table_without_its_outputs_leaves_the_claims_alone(tmp_path, caps
     for path in claims:
         pd.DataFrame({"claim_id": ["x"]}).to_parquet(path)
     before = [path.read_bytes() for path in claims]
-    assert cli.main(["claims-table", *map(str, claims)]) == 2
+    assert cli.main(["claims-table", "--scale", "quick", *map(str, claims)]) == 2
     assert "name the two tables first" in capsys.readouterr().err
     assert [path.read_bytes() for path in claims] == before
 

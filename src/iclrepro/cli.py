@@ -30,7 +30,7 @@ def _claims_table(args) -> None:
     if Path(args.out_md).suffix != ".md" or Path(args.out_html).suffix != ".html":
         raise IclreproError(f"claims-table OUT.md OUT.html CLAIMS.parquet...: got {args.out_md} and "
                             f"{args.out_html} to write; name the two tables first")
-    claims.write_table(args.inputs, args.out_md, args.out_html)
+    claims.write_table(args.inputs, args.scale, args.out_md, args.out_html)
 
 
 def _cells(args) -> None:
@@ -256,6 +256,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
 
     table = sub.add_parser("claims-table", help="write the Markdown and HTML tables of all claim verdicts")
+    table.add_argument("--scale", required=True, help="the scale the claims were measured at (the title says it)")
     table.add_argument("out_md")
     table.add_argument("out_html")
     table.add_argument("inputs", nargs="+")

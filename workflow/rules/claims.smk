@@ -32,6 +32,7 @@ rule claims_table:
         html=report(LAYOUT.claims_table("html"), caption="../report/claims.rst", category="Claims"),
     params:
         source=store.fingerprint("iclrepro.evaluation.claims"),
+        scale=CONFIG["scale"],
     conda:
         ENV
     benchmark:
@@ -39,4 +40,4 @@ rule claims_table:
     log:
         f"{RESULTS}/logs/claims/table.log",
     shell:
-        "python -m iclrepro claims-table {output.md:q} {output.html:q} {input:q} > {log:q} 2>&1"
+        "python -m iclrepro claims-table --scale {params.scale:q} {output.md:q} {output.html:q} {input:q} > {log:q} 2>&1"

@@ -78,9 +78,9 @@ def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value).replace("|", "\\|")
 
 
-def markdown(frame: pd.DataFrame) -> str:
+def markdown(frame: pd.DataFrame, scale: str) -> str:
     """The claims table over all papers, with a pass count per paper."""
-    lines = ["# Claim verdicts", ""]
+    lines = [f"# Claim verdicts ({scale} scale)", ""]
     for paper, rows in frame.groupby("paper", sort=True):
         lines += [f"## {paper}: {int(rows['passed'].sum())} of {len(rows)} claims pass", "",
                   "| claim | figure | statement | measured | expected | verdict |",
@@ -93,7 +93,7 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def html(frame: pd.DataFrame) -> str:
+def html(frame: pd.DataFrame, scale: str) -> str:
     """The same table as a standalone HTML page (shown in the Snakemake report)."""
     shown = frame.assign(verdict=frame["passed"].map({True: "passes", False: "FAILS"})).drop(columns="passed")
     table = shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="claims")
@@ -101,13 +101,15 @@ def html(frame: pd.DataFrame) -> str:
              "table.claims td,table.claims th{border:1px solid #ccc;padding:4px 8px;text-align:left}")
     summary = "".join(f"<li>{paper}: {int(rows['passed'].sum())} of {len(rows)} claims pass</li>"
                       for paper, rows in frame.groupby("paper", sort=True))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Claim verdicts</title>"
-            f"<style>{style}</style></head><body><h1>Claim verdicts</h1><ul>{summary}</ul>{table}</body></html>")
+    title = f"Claim verdicts ({scale} scale)"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{style}</style></head><body><h1>{title}</h1><ul>{summary}</ul>{table}</body></html>")
 
 
-def write_table(paths: list[str], out_md, out_html) -> None:
-    """Claims-table stage: results/claims.md and .html from every paper's claims parquet."""
+def write_table(paths: list[str], scale: str, out_md, out_html) -> None:
+    """Claims-table stage: results/claims.md and .html from every paper's claims parquet,
+    titled with the scale they were measured at (each scale's run writes the same files)."""
     frame = pd.concat([read(path) for path in paths], ignore_index=True)
-    for out, text in ((out_md, markdown(frame)), (out_html, html(frame))):
+    for out, text in ((out_md, markdown(frame, scale)), (out_html, html(frame, scale))):
         with store.atomic_path(out) as tmp:
             tmp.write_text(text)
