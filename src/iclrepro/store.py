@@ -123,9 +123,9 @@ def _string_statement_alone(node: ast.Expr, lines: list[str]) -> bool:
 @functools.cache
 def code_text(source: str) -> str:
     """The rows of a source file that run: comments, docstrings (string statements), blank rows and
-    trailing spaces cut, so that editing those changes no id. Rows inside a multi-line string
-    literal stay as they are (their spaces are data). Rows and tokens, not the ast's dump or
-    unparsing, so the result is the same on every Python version."""
+    trailing spaces cut, so that editing those changes no id. A row that ends inside a string
+    literal stays as it is (its spaces are data). Cut by token and node positions, not taken
+    from the ast's dump or unparsed text, whose form changes between Python versions."""
     lines = list(io.StringIO(source))
     comment_at = {token.start[0]: token.start[1] for token in tokenize.generate_tokens(io.StringIO(source).readline)
                   if token.type == tokenize.COMMENT}
