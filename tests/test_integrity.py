@@ -206,7 +206,7 @@ def test_planning_from_other_package_code_than_the_workflows_is_refused(command,
         source.write("LOCAL_EXPERIMENT = True\n")
     assert cli.main([command, *options]) == 2
     jobs_package = workflow / "src" / "iclrepro"
-    assert f"the workflow's jobs run the one in {jobs_package}, which differs" in capsys.readouterr().err
+    assert f"the workflow's jobs run the one in {jobs_package}, whose code differs" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("dirty, checkout", [(False, "commit 3a69bbb"), (True, "commit 3a69bbb, with local changes"),

@@ -90,8 +90,8 @@ def _workdir(config_files: list[str]) -> Path:
     jobs_package = workdir / "src" / "iclrepro"
     if (jobs_package.is_dir() and jobs_package.resolve() != store.PACKAGE_ROOT
             and _package_code(jobs_package) != _package_code(store.PACKAGE_ROOT)):
-        raise IclreproError(f"this iclrepro runs the package source in {store.PACKAGE_ROOT}, but the workflow's jobs "
-                            f"run the one in {jobs_package}, which differs, so the ids planned here would not be "
+        raise IclreproError(f"this iclrepro runs the package in {store.PACKAGE_ROOT}, but the workflow's jobs "
+                            f"run the one in {jobs_package}, whose code differs, so the ids planned here would not be "
                             f"the workflow's; run `PYTHONPATH={jobs_package.parent} python -m iclrepro ...` instead")
     return workdir
 
