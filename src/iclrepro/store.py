@@ -72,12 +72,23 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
+@functools.cache
+def _syntax_tree(source: str) -> ast.Module:
+    """A source file parsed once: its imports and its code (code_text) are both read from it."""
+    return ast.parse(source)
+
+
 def _imported_modules(path: Path, module: str) -> set[str]:
     """Names of the iclrepro modules that one source file imports (absolute or relative)."""
     is_package = path.name == "__init__.py"
     package = module if is_package else module.rpartition(".")[0]
+    try:
+        tree = _syntax_tree(path.read_text())
+    except SyntaxError as err:
+        err.filename = str(path)   # parsed from its text, which names no file
+        raise
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -130,7 +141,7 @@ def code_text(source: str) -> str:
     comment_at = {token.start[0]: token.start[1] for token in tokenize.generate_tokens(io.StringIO(source).readline)
                   if token.type == tokenize.COMMENT}
     dropped, in_string = set(), set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(_syntax_tree(source)):
         if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
                 and _string_statement_alone(node, lines)):
             dropped.update(range(node.lineno, node.end_lineno + 1))
