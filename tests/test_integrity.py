@@ -65,8 +65,6 @@ def test_verify_names_damaged_records_and_markers(tmp_path, name, text, complain
 
 def test_verify_names_a_table_the_pipeline_did_not_write(tmp_path):
     """Predictions written over a figure's tidy table read as Parquet, but carry no node id."""
-    from iclrepro import store
-
     tidy = tmp_path / "figures" / "cui2024" / "F4.parquet"
     tidy.parent.mkdir(parents=True)
     frame = pa.table({"prediction": [0.5]})
