@@ -69,10 +69,26 @@ def test_verify_names_a_table_the_pipeline_did_not_write(tmp_path):
     tidy.parent.mkdir(parents=True)
     frame = pa.table({"prediction": [0.5]})
     store.write_parquet(frame, tidy, spec={"cell": {}})
-    store.write_parquet(frame, tidy.with_name("F3.parquet"), spec={}, content="a" * 16)
+    store.write_parquet(frame, tidy.with_name("F3.parquet"), spec={"figure": "F3"}, content="a" * 16)
     problems = integrity.verify(str(tmp_path)).problems
     assert [p for p in problems if "F4.parquet: no node id in its metadata" in p] and not [
         p for p in problems if "F3.parquet" in p]
+
+
+def test_verify_names_another_figures_or_papers_table_in_a_tables_place(tmp_path):
+    """Copied over another file, a figure's tidy table or a paper's claims file still carries an
+    id; its spec names its own figure, and its rows their own paper."""
+    layout = store.Layout(str(tmp_path))
+    for name in ("F3", "F4"):
+        Path(layout.tidy("cui2024", name)).parent.mkdir(parents=True, exist_ok=True)
+        store.write_parquet(pa.table({"D": [1]}), layout.tidy("cui2024", name), spec={"figure": "F3"}, content="a" * 16)
+    for paper in ("cui2024", "zhang2026"):
+        Path(layout.claims(paper)).parent.mkdir(parents=True, exist_ok=True)
+        store.write_parquet(pa.table({"paper": ["cui2024"]}), layout.claims(paper), spec={}, content="b" * 16)
+    problems = integrity.verify(str(tmp_path)).problems
+    assert len(problems) == 2, problems
+    assert "zhang2026.parquet: verdicts of cui2024, not of zhang2026" in problems[0]   # named in path order
+    assert "F4.parquet: the tidy data of figure F3, not of F4" in problems[1]
 
 
 def test_verify_says_how_a_rerun_writes_a_lost_identity_record_again(tmp_path):

@@ -6,8 +6,9 @@ Content-addressed entries are test/training sets (results/data/<id>.parquet) and
 recomputed here and compared with where it is stored and with what its files say.
 The files with readable names (theory tables, each figure's tidy data, PNG, PDF and
 provenance record, claim verdicts) have no identity record; Snakemake remakes them when
-they are missing, so they are checked for being complete and readable, and a figure whose
-files are there only in part is named as incomplete.
+they are missing, so they are checked for being complete and readable, tables for being the
+pipeline's and of their own figure or paper, and a figure whose files are there only in part
+is named as incomplete.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pyarrow as pa
 
 from iclrepro import batch, config, plan, store
 
@@ -51,11 +54,29 @@ def _check_data(record: dict, path: Path) -> None:
         raise store.StoreError(f"{path}: the spec in its metadata differs from its identity record")
 
 
-def _check_table(path: Path) -> None:
+def _check_table(path: Path) -> pa.Table:
     """A theory table, tidy table or claims file as the pipeline writes it: readable Parquet that
     carries its node's id (a file put in its place, say predictions, carries none)."""
-    if not store.parquet_id(store.read_parquet(path)):
+    table = store.read_parquet(path)
+    if not store.parquet_id(table):
         raise store.StoreError(f"{path}: no node id in its metadata, so not a table the pipeline wrote")
+    return table
+
+
+def _check_tidy(path: Path) -> None:
+    """A figure's tidy table names its figure in its spec: another figure's table copied into its
+    place carries an id too, but names the other figure."""
+    figure = store.parquet_spec(_check_table(path), path).get("figure")
+    if figure != path.stem:
+        raise store.StoreError(f"{path}: the tidy data of figure {figure}, not of {path.stem}")
+
+
+def _check_claims(path: Path) -> None:
+    """A paper's claims file holds that paper's verdicts (its rows name the paper)."""
+    table = _check_table(path)
+    papers = sorted(set(table.column("paper").to_pylist())) if "paper" in table.column_names else []
+    if papers != [path.stem]:
+        raise store.StoreError(f"{path}: verdicts of {', '.join(map(str, papers)) or 'no paper'}, not of {path.stem}")
 
 
 # How a complete file of each figure format begins and ends; a truncated one ends otherwise.
@@ -73,7 +94,7 @@ def _check_figure(path: Path) -> None:
 
 # The files of one figure, with the function that checks each: its tidy data (rule tidy;
 # the layout puts it beside the drawing, as <name>.parquet), then what rule draw writes.
-FIGURE_FILES = {"parquet": _check_table, "png": _check_figure, "pdf": _check_figure, "json": store.read_json}
+FIGURE_FILES = {"parquet": _check_tidy, "png": _check_figure, "pdf": _check_figure, "json": store.read_json}
 
 
 def _figure_files(results: str) -> list[Path]:
@@ -85,8 +106,8 @@ def _figure_files(results: str) -> list[Path]:
 def _named_files(results: str, figure_files: list[Path]) -> list[tuple[Path, Callable[[Path], object]]]:
     """Every theory table, figure file and claims file, with the function that checks it."""
     patterns = store.Layout(glob.escape(results))
-    tables = glob.glob(patterns.theory("*", "*")) + glob.glob(patterns.claims("*"))
-    checks = [(Path(path), _check_table) for path in tables]
+    checks = [(Path(path), _check_table) for path in glob.glob(patterns.theory("*", "*"))]
+    checks += [(Path(path), _check_claims) for path in glob.glob(patterns.claims("*"))]
     checks += [(path, FIGURE_FILES[path.suffix[1:]]) for path in figure_files]
     return sorted(checks, key=lambda pair: pair[0])
 
