@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from iclrepro import accelerator, store
+from iclrepro.baselines import regression
 from iclrepro.evaluation import chen2024 as evaluation
 from iclrepro.models import chen2024 as models
 from iclrepro.tasks import chen2024 as tasks
+from iclrepro.training import chen2024 as training
 from iclrepro.training import core
 
 SETTINGS = {"width": 16, "layers": 2, "heads": 4}
@@ -110,16 +112,39 @@ def test_bad_settings_are_refused():
         models.Settings(d=4, points=5, width=8, layers=2, heads=4, attention="cosine")
 
 
-def test_evaluation_in_chunks_equals_one_pass():
+def test_evaluation_passes_hold_as_many_rows_whatever_the_seeds():
+    z = models.tokens(*(prompts(batch=600)[key] for key in ("x", "y")))
+    assert models.passes(model(seeds=1), z) == [slice(0, 512), slice(512, 1024)]   # 512 rows on a CPU
+    assert models.passes(model(seeds=16), z)[:2] == [slice(0, 32), slice(32, 64)]
+
+
+def test_a_cell_is_scored_on_its_test_set_in_passes(monkeypatch):
+    """One pass over a paper-scale test set (10,000 prompts, 3 seeds, D = 256) held more than
+    24 GB and was killed; the score in passes is the one-pass score."""
     trained, data = model("linear"), prompts(batch=11)
-    z = models.tokens(data["x"], data["y"])
     with torch.no_grad():
-        whole, states = trained(z), trained.hidden(z)
-    assert torch.allclose(evaluation.chunked(trained, z, chunk=4), whole, atol=1e-6)
-    for chunks, one_pass in zip(evaluation.chunked(trained.hidden, z, chunk=4), states, strict=True):
-        assert chunks.shape == one_pass.shape and torch.allclose(chunks, one_pass, atol=1e-6)
-    # a pass holds as many (prompt, seed) rows whatever the seeds: 512 on a CPU
-    assert [evaluation.prompts_per_pass(model(seeds=S), z) for S in (1, 16)] == [512, 32]
+        one_pass = ((trained(models.tokens(data["x"], data["y"])) - tasks.clean(data)) ** 2).mean(1)
+    monkeypatch.setitem(models.EVAL_ROWS, "cpu", 8)          # 4 prompts of 2 seeds a pass
+    prompts_seen = []
+    trained.register_forward_pre_hook(lambda module, args: prompts_seen.append(len(args[0])))
+    assert torch.allclose(training.excess_risk(trained, data), one_pass, atol=1e-6)
+    assert prompts_seen == [4, 4, 3]
+
+
+def test_probes_fitted_pass_by_pass_are_the_ridge_fit_on_every_state_at_once(monkeypatch):
+    """Probe risks summed over passes equal a ridge fit (regression.ridge_weights) on the whole
+    sets' states, per layer and seed, with the intercept column and the lambda of one prompt."""
+    net, train, test, n, ridge = model("softmax"), prompts(batch=13), prompts(batch=9), 3, 1e-3
+    monkeypatch.setitem(models.EVAL_ROWS, "cpu", 8)          # passes of 4 prompts of 2 seeds
+    with torch.no_grad():
+        fit_on, score_on = ([torch.cat([h[..., n, :].double(), torch.ones(*h.shape[:2], 1, dtype=torch.double)], -1)
+                             for h in net.hidden(models.tokens(data["x"], data["y"]))] for data in (train, test))
+    expected = []
+    for features, scored in zip(fit_on, score_on, strict=True):
+        w = regression.ridge_weights(features, train["y"][:, n].double().expand(2, -1), ridge * 13)
+        expected.append((((scored * w[:, None]).sum(-1) - tasks.clean(test)[:, n]) ** 2).mean(-1))
+    risks = evaluation.probe_risks(net, train, test, n, ridge)
+    assert risks.shape == (2, 3) and torch.allclose(torch.from_numpy(risks), torch.stack(expected, -1), rtol=1e-9)
 
 
 @pytest.mark.parametrize("table", [evaluation.importance, evaluation.probing])

@@ -150,6 +150,25 @@ class Transformer(nn.Module):
         return self.readout(self.hidden(z)[-1])
 
 
+# (prompt, seed) rows per evaluation pass. On a CPU the activations of 512 rows stay in the
+# cache: 3x faster than one pass over 4,000 quick-scale prompts with one seed, and with 16 seeds
+# 2.6x faster than passes of 512 prompts (8,192 rows). A GPU needs large passes to fill it. One
+# pass over a paper-scale test set (10,000 prompts, 3 seeds, D = 256) would hold tens of GB.
+EVAL_ROWS = {"cpu": 512, "cuda": 4096}
+
+
+def passes(model: Transformer, z: torch.Tensor) -> list[slice]:
+    """The prompt ranges (of z's first axis) of the evaluation passes, EVAL_ROWS (prompt, seed) rows each."""
+    chunk = max(1, EVAL_ROWS[z.device.type] // len(model.head_mask))
+    return [slice(start, start + chunk) for start in range(0, len(z), chunk)]
+
+
+def predict(model: Transformer, z: torch.Tensor) -> torch.Tensor:
+    """Predictions (S, B, K) for prompt tokens z (B, T, d+2), pass by pass."""
+    with torch.no_grad():
+        return torch.cat([model(z[rows]) for rows in passes(model, z)], 1)
+
+
 def build(model_spec: dict, d: int, points: int, seeds: int) -> Transformer:
     return Transformer(seeds, Settings(d=d, points=points, **model_spec))
 

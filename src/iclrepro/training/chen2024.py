@@ -40,10 +40,11 @@ class PrefixRegression(core.Objective):
 
 
 def excess_risk(model: models.Transformer, prompts: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean over prompts of (prediction - <w*, x_k>)^2 per seed and n: (S, K)."""
-    with torch.no_grad():
-        predictions = model(models.tokens(prompts["x"], prompts["y"]))                  # (S, B, K)
-    return ((predictions - tasks.clean(prompts)) ** 2).mean(1)
+    """Mean over prompts of (prediction - <w*, x_k>)^2 per seed and n: (S, K), on the CPU.
+    The model runs where it trained, in passes (a GPU scores a paper-scale test set in seconds)."""
+    prompts = {key: value.to(model.head_mask.device) for key, value in prompts.items()}
+    predictions = models.predict(model, models.tokens(prompts["x"], prompts["y"]))      # (S, B, K)
+    return ((predictions - tasks.clean(prompts)) ** 2).mean(1).cpu()
 
 
 def metrics(spec: dict, model: models.Transformer, losses, heldout: dict[str, torch.Tensor]) -> pa.Table:
@@ -58,4 +59,4 @@ def train_cell(spec: dict, cell_id: str, data: list[str], out_dir: str, threads:
     """Train stage: fit all seeds as one ensemble (resuming a checkpoint), score, write the cell."""
     _, heldout = tasks.read_test_set(data[0], content=spec["heldout"])
     core.train_cell(spec, cell_id, out_dir, threads, PrefixRegression,
-                    lambda objective, fitted: metrics(spec, objective.model.cpu(), fitted.losses, heldout))
+                    lambda objective, fitted: metrics(spec, objective.model, fitted.losses, heldout))
