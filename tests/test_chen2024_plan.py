@@ -96,7 +96,18 @@ def test_the_prior_reaches_every_prompt_set_and_cell(raw, schema):
 def test_cells_describe_and_size_themselves(raw, schema):
     cell = next(iter(planned(raw, schema, "paper").cells.values()))
     assert "L=" in planner.describe(cell.spec) and "steps=200000" in planner.describe(cell.spec)
-    assert planner.resources(cell.spec)["runtime"] > 60
+    assert planner.resources(cell)["runtime"] > 60
+
+
+def test_paper_scale_cells_ask_a_gpu_for_hours_and_a_cpu_for_far_longer(raw, schema):
+    """At a CPU's FLOP rate a paper-scale cell asks SLURM for up to 600 days, which no partition
+    allows; on a GPU a step is launch-bound (GPU_STEP_S), and 200,000 steps take about an hour."""
+    def runtimes(accelerator):
+        built = plan.build(config.check_and_resolve(dict(raw, scale="paper", papers=["chen2024"],
+                                                         accelerator=accelerator), schema))
+        return [planner.resources(cell)["runtime"] for cell in built.cells.values()]
+    assert 60 < min(runtimes("cuda")) and max(runtimes("cuda")) < 4 * 60
+    assert min(runtimes("cpu")) > 100 * max(runtimes("cuda"))
 
 
 def test_prune_probe_reads_the_main_models_rows_of_depth_noise(raw, schema):

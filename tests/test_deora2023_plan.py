@@ -56,4 +56,4 @@ def test_schema_rejects_unknown_keys_and_values(raw, schema):
 def test_describe_and_resources(raw, schema):
     cell = next(iter(planned(raw, schema, "smoke").cells.values()))
     assert "init=" in planner.describe(cell.spec) and "H=" in planner.describe(cell.spec)
-    assert set(planner.resources(cell.spec)) == {"mem_mb", "runtime"}
+    assert set(planner.resources(cell)) == {"mem_mb", "runtime"}

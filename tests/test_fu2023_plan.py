@@ -18,7 +18,7 @@ def test_every_scale_plans_the_references_and_cells_within_the_memory_budget(raw
     built = planned(raw, schema, scale)
     assert list(built.nodes["theory"]) == ["fu2023/references"]
     for cell in built.cells.values():
-        resources = planner.resources(cell.spec)
+        resources = planner.resources(cell)
         assert resources["runtime"] >= 5 and resources["mem_mb"] < 8 * 1024, planner.describe(cell.spec)
 
 

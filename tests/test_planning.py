@@ -12,7 +12,7 @@ import pytest
 
 from conftest import plan_paper
 from iclrepro import config
-from iclrepro.papers import REGISTRY
+from iclrepro.papers import REGISTRY, cui2024
 from iclrepro.plan import PlanError
 
 
@@ -85,3 +85,13 @@ def test_batches_hold_cells_of_the_same_tables_and_a_change_moves_only_theirs(ro
              for consumer in after.consumers()[m.id]}
     assert changed and users == {"tidy:cui2024/F3", "tidy:cui2024/T1"}
     assert set(before.batches) - set(after.batches)  # the old noisy cells' batches are gone
+
+
+def test_a_cui2024_cell_asks_memory_for_making_and_reading_its_test_set(raw, schema):
+    """A test set of 283 MB (20,000 prompts at D = 320) took 1.3 GB to make and read (Parquet), where
+    the paper scale's largest cell trains in 0.2 GB: its job peaked at 1.9 GB, asking for 1.2 GB."""
+    def largest_ask(test_prompts):
+        built = plan_paper(raw, schema, "cui2024", "paper", lambda block: block.update(test_prompts=test_prompts))
+        return max(cui2024.resources(cell)["mem_mb"] for cell in built.cells.values())
+    extra_test_mb = 20000 * 4 * (321 * 11 + 10) / 2**20          # 20,000 more prompts at D = 320, d = 10
+    assert largest_ask(40000) - largest_ask(20000) > 4 * extra_test_mb

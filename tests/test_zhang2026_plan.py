@@ -74,4 +74,4 @@ def test_inconsistent_settings_fail_at_planning_naming_the_key(raw, schema, edit
 def test_cells_are_described_and_sized(raw, schema):
     cell = next(c for c in planned(raw, schema, "paper").cells.values() if c.spec["model"]["full_blocks"])
     assert planner.describe(cell.spec) == "d=10 N=40 x=gaussian full W^KQ, W^PV target=ngd eta=0.2 steps=5000 seeds=3"
-    assert planner.resources(cell.spec)["runtime"] >= 5 and planner.resources(cell.spec)["mem_mb"] > 1000
+    assert planner.resources(cell)["runtime"] >= 5 and planner.resources(cell)["mem_mb"] > 1000

@@ -199,7 +199,7 @@ def largest_quick_cells(workdir: Path, accelerator: str) -> dict[str, dict]:
     for paper in resolved["papers"]:
         planner = importlib.import_module(REGISTRY[paper].planner)
         cells = plan.build(dict(resolved, papers=[paper])).cells.values()
-        found[paper] = max(cells, key=lambda node: planner.resources(node.spec)["runtime"]).spec
+        found[paper] = max(cells, key=lambda node: planner.resources(node)["runtime"]).spec
     return found
 
 

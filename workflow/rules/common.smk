@@ -71,7 +71,7 @@ def batch_resources(key, combine):
     def of(wildcards):
         members = PLAN.batches[wildcards.batch].members
         planner = importlib.import_module(REGISTRY[members[0].paper].planner)
-        return combine(planner.resources(member.spec)[key] for member in members)
+        return combine(planner.resources(member)[key] for member in members)
 
     return of
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 @dataclass(frozen=True)
 class PaperStages:
     planner: str  # module with Planner(config).nodes() -> list[Node], describe(cell spec) -> str and
-                  # resources(cell spec) -> {mem_mb, runtime (minutes)}
+                  # resources(cell node) -> {mem_mb, runtime (minutes)}
     data: str     # (spec, id, out) -> None: write a test or training set
     train: str    # (spec, id, data, out_dir, threads) -> None: train + evaluate
     objective: str  # (cell spec, device) -> training.core.Objective (what `iclrepro bench` times)

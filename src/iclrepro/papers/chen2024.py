@@ -155,16 +155,29 @@ def describe(spec: dict) -> str:
             f"steps={spec['training']['optimisation']['steps']} seeds={len(spec['seeds'])}")
 
 
-def resources(spec: dict) -> dict:
+# Seconds per training step on a GPU, measured on one NVIDIA H200 with paper-scale cells (width
+# 256, 3 seeds, batch 64, n = 40): launch-bound, 62 steps/s at 4 layers and 43 at 6, heads aside
+# (benchmarks.md, b52b51e).
+GPU_STEP_S = {"per_layer": 3.6e-3, "fixed": 1.7e-3}
+
+
+def resources(cell: plan.Node) -> dict:
     """Memory (MB) and runtime (minutes) a cell asks the scheduler for, from its size.
 
-    A step costs about 6 * 12 D^2 L FLOPs per token (spec §8) for B (2n + 1) tokens per
-    seed; runtime assumes 5 GFLOP/s on one CPU thread (measured ~4-8 on the quick model,
-    Python overhead included) with a 3x margin and a 5-minute floor. Activations: about
-    40 floats per token, width and layer.
+    On a CPU a step costs about 6 * 12 D^2 L FLOPs per token (spec §8) for B (2n + 1) tokens
+    per seed; runtime assumes 5 GFLOP/s on one thread (measured ~4-8 on the quick model,
+    Python overhead included) with a 3x margin. On a GPU a step is launch-bound, a time per
+    layer (GPU_STEP_S) whatever the width, heads and seeds, with a 2x margin for other GPUs:
+    by FLOPs a paper-scale cell would ask for 600 days, which no partition allows. A
+    5-minute floor. Activations: about 40 floats per token, width and layer.
     """
+    spec = cell.spec
     task, model, training = spec["task"], spec["model"], spec["training"]
     tokens = len(spec["seeds"]) * training["batch"] * (2 * task["n"] + 1)
-    flops = 72 * model["width"] ** 2 * model["layers"] * tokens * training["optimisation"]["steps"]
+    steps = training["optimisation"]["steps"]
+    if spec["device"] == "cuda":
+        seconds = 2 * steps * (GPU_STEP_S["per_layer"] * model["layers"] + GPU_STEP_S["fixed"])
+    else:
+        seconds = 3 * 72 * model["width"] ** 2 * model["layers"] * tokens * steps / 5e9
     activations = 40 * 4 * tokens * model["width"] * model["layers"]
-    return {"mem_mb": 1000 + int(activations / 2**20), "runtime": max(5, int(3 * flops / 5e9 / 60) + 1)}
+    return {"mem_mb": 1000 + int(activations / 2**20), "runtime": max(5, int(seconds / 60) + 1)}

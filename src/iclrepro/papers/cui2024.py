@@ -162,16 +162,20 @@ def describe(spec: dict) -> str:
             f"{model['param']} H={model['H']}{size} init={model['init']} seeds={len(spec['seeds'])}")
 
 
-def resources(spec: dict) -> dict:
+def resources(cell: plan.Node) -> dict:
     """Memory (MB) and runtime (minutes) a cell asks the scheduler for, from its size.
 
     Training holds about ten float32 copies (autograd) of the (S, B, H, D) attention and
-    (S, B, D+1, d) prompt tensors; runtime is calibrated on a 2-core CPU (about 1.5e-8 s
-    per element-step) with a 3x margin and a 5-minute floor.
+    (S, B, D+1, d) prompt tensors. Making and reading the test set (Parquet) peaks at about
+    five times its size: 1.3 GB over the imports for the 283 MB of 20,000 prompts at D = 320,
+    where the training tensors are 0.2 GB. Runtime is calibrated on a 2-core CPU (about
+    1.5e-8 s per element-step) with a 3x margin and a 5-minute floor.
     """
-    S, B, D = len(spec["seeds"]), spec["training"]["batch"], spec["D"]
-    width = spec["scenario"]["d"] + 1 + 3 * spec["model"]["H"]
-    elements = S * B * (D + 1) * width
+    spec = cell.spec
+    S, B, D, d = len(spec["seeds"]), spec["training"]["batch"], spec["D"], spec["scenario"]["d"]
+    elements = S * B * (D + 1) * (d + 1 + 3 * spec["model"]["H"])
+    test_prompts = next(node.spec["prompts"] for node in cell.inputs if node.id == spec["test"])
+    test_bytes = 4 * test_prompts * ((D + 1) * (d + 1) + d)      # float32 x, y and w per prompt
     steps = spec["training"]["optimisation"]["steps"]
-    return {"mem_mb": 1000 + int(10 * 4 * elements / 2**20),
+    return {"mem_mb": 1000 + int((10 * 4 * elements + 5 * test_bytes) / 2**20),
             "runtime": max(5, int(3 * 1.5e-8 * elements * steps / 60) + 1)}

@@ -92,7 +92,7 @@ def describe(spec: dict) -> str:
             f"seeds={len(spec['seeds'])}")
 
 
-def resources(spec: dict) -> dict:
+def resources(cell: plan.Node) -> dict:
     """Memory (MB) and runtime (minutes) a cell asks the scheduler for, from its size.
 
     A step costs about S n H T d (d + T) multiply-adds three times over (forward and
@@ -100,6 +100,7 @@ def resources(spec: dict) -> dict:
     float64, Python overhead included) with a 3x margin and a 5-minute floor. The memory
     holds the (S, n, H, T, T) attention and (S, n, T, H, d) products a few times over.
     """
+    spec = cell.spec
     mix, S, H = spec["mixture"], len(spec["seeds"]), spec["model"]["H"]
     T, d, n = mix["T"], mix["d"], spec["n_train"] + spec["n_test"]  # the test set is scored on a log grid
     work = 3 * S * n * H * T * d * (d + T)

@@ -126,7 +126,7 @@ def describe(spec: dict) -> str:
            f"seeds={len(spec['seeds'])}"
 
 
-def resources(spec: dict) -> dict:
+def resources(cell: plan.Node) -> dict:
     """Memory (MB) and runtime (minutes) a cell asks the scheduler for, from its size.
 
     Per seed: features cost about n * width * (N+1) * (d+1) flops (attention scores), the
@@ -134,6 +134,7 @@ def resources(spec: dict) -> dict:
     eigendecompositions: selection and refit); at 1e9 flops/s on one core, 3x margin, a
     5-minute floor. Memory: peak_bytes plus 1 GB for the interpreter.
     """
+    spec = cell.spec
     d, N, n, model = spec["d"], spec["N"], spec["n"], spec["model"]
     D = model["K"] if model["kind"] == "rfmlp" else model["M"] * (d + 1)
     small, large = min(n, D), max(n, D)

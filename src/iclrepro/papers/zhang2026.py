@@ -119,13 +119,14 @@ def describe(spec: dict) -> str:
             f"eta={spec['eta']:g} steps={training['optimisation']['steps']} seeds={len(spec['seeds'])}")
 
 
-def resources(spec: dict) -> dict:
+def resources(cell: plan.Node) -> dict:
     """Memory (MB) and runtime (minutes) a cell asks the scheduler for, from its size.
 
     A step touches S * B * (N+1) * 2d float64 token entries about twenty times (forward,
     backward, sampling); runtime is calibrated on a 2-core CPU (about 1e-7 s per
     entry-step, Python overhead included) with a 3x margin and a 5-minute floor.
     """
+    spec = cell.spec
     dist, training = spec["distribution"], spec["training"]
     entries = len(spec["seeds"]) * training["batch"] * (dist["N"] + 1) * 2 * dist["d"]
     steps = training["optimisation"]["steps"]
