@@ -62,7 +62,7 @@ def query_risk(predictions: torch.Tensor, prompts: dict[str, torch.Tensor], n: i
 def predictions(model: models.Transformer, prompts: dict[str, torch.Tensor], mask: torch.Tensor | None = None):
     """(S, B, K) with the head mask `mask` (S, L, H) (all heads when None)."""
     model.head_mask.fill_(1.0) if mask is None else model.head_mask.copy_(mask)
-    return models.predict(model, models.tokens(prompts["x"], prompts["y"]))
+    return models.predict(model, prompts["x"], prompts["y"])
 
 
 # ---------------------------------------------------------------------------
@@ -132,10 +132,10 @@ def query_features(model: models.Transformer, prompts, n: int, mask=None):
     """Per evaluation pass, its prompt range and the probes' features: the residual stream at the
     query after n examples and an intercept column, per layer 0..L: (L+1, S, b, D+1) in float64."""
     model.head_mask.fill_(1.0) if mask is None else model.head_mask.copy_(mask)
-    z = models.tokens(prompts["x"], prompts["y"])
-    for rows in models.passes(model, z):
+    x, y = prompts["x"], prompts["y"]
+    for rows in models.passes(model, x):
         with torch.no_grad():
-            states = torch.stack([h[..., n, :] for h in model.hidden(z[rows])]).double()
+            states = torch.stack([h[..., n, :] for h in model.hidden(models.tokens(x[rows], y[rows]))]).double()
         yield rows, torch.cat([states, torch.ones_like(states[..., :1])], -1)
 
 

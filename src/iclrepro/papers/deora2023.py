@@ -92,18 +92,34 @@ def describe(spec: dict) -> str:
             f"seeds={len(spec['seeds'])}")
 
 
+# Bytes held per entry of a pass (resources): a step keeps about 3.8 per entry of every seed's
+# training pass for the backward pass, a trace about 13 per entry of one seed's test pass
+# (measured on the paper scale's largest cell; rounded up).
+MEMORY_BYTES = {"step": 6, "trace": 16}
+
+
 def resources(cell: plan.Node) -> dict:
     """Memory (MB) and runtime (minutes) a cell asks the scheduler for, from its size.
 
-    A step costs about S n H T d (d + T) multiply-adds three times over (forward and
-    backward); the runtime is calibrated on a 2-core CPU (about 1e-8 s per multiply-add in
-    float64, Python overhead included) with a 3x margin and a 5-minute floor. The memory
-    holds the (S, n, H, T, T) attention and (S, n, T, H, d) products a few times over.
+    A pass over n sequences costs n T H d (d + T) multiply-adds per seed (the (n T, H d)
+    product and the (n, H, T, T) scores); a step is a pass over the training set three times
+    over (forward and backward), and each of the log_points traces a pass over both sets.
+    Measured on the paper scale's largest cell (5 seeds, 1,024 training and 5,000 test
+    sequences, H = 64, T = 20, d = 64) on one CPU thread: a step took 22.9 s (2.2e-10 s per
+    multiply-add), a trace 88 s; RSS 1.1 GB with the sets, 3.2 GB in a step, 8.1 GB in a
+    trace, which scores one seed's test set at once (MEMORY_BYTES). Runtime: 2.5e-10 s per
+    multiply-add on a CPU; on a GPU 6 ms a step (a quick cell's, launch-bound, on an H200)
+    plus 1e-12 s per multiply-add (unmeasured: a few % of a GPU's float64 peak); a 3x
+    margin and a 5-minute floor. Making and reading the sets (Parquet) takes about five
+    times their size.
     """
     spec = cell.spec
     mix, S, H = spec["mixture"], len(spec["seeds"]), spec["model"]["H"]
-    T, d, n = mix["T"], mix["d"], spec["n_train"] + spec["n_test"]  # the test set is scored on a log grid
-    work = 3 * S * n * H * T * d * (d + T)
-    entries = S * n * H * T * (T + d)
     steps = spec["training"]["optimisation"]["steps"]
-    return {"mem_mb": 1000 + int(6 * 8 * entries / 2**20), "runtime": max(5, int(3 * 1e-8 * work * steps / 60) + 1)}
+    entries = mix["T"] * H * (mix["d"] + mix["T"])          # of one sequence's pass, per seed
+    work = mix["d"] * entries * (3 * S * spec["n_train"] * steps
+                                 + S * (spec["n_train"] + spec["n_test"]) * spec["training"]["log_points"])
+    seconds = 6e-3 * steps + 1e-12 * work if spec["device"] == "cuda" else 2.5e-10 * work
+    sets = 8 * S * (spec["n_train"] + spec["n_test"]) * mix["T"] * mix["d"]
+    held = max(MEMORY_BYTES["step"] * S * spec["n_train"], MEMORY_BYTES["trace"] * spec["n_test"]) * entries
+    return {"mem_mb": 1000 + int((5 * sets + held) / 2**20), "runtime": max(5, int(3 * seconds / 60) + 1)}

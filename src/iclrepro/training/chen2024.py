@@ -43,7 +43,7 @@ def excess_risk(model: models.Transformer, prompts: dict[str, torch.Tensor]) -> 
     """Mean over prompts of (prediction - <w*, x_k>)^2 per seed and n: (S, K), on the CPU.
     The model runs where it trained, in passes (a GPU scores a paper-scale test set in seconds)."""
     prompts = {key: value.to(model.head_mask.device) for key, value in prompts.items()}
-    predictions = models.predict(model, models.tokens(prompts["x"], prompts["y"]))      # (S, B, K)
+    predictions = models.predict(model, prompts["x"], prompts["y"])                     # (S, B, K)
     return ((predictions - tasks.clean(prompts)) ** 2).mean(1).cpu()
 
 
