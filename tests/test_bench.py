@@ -128,6 +128,13 @@ def test_the_accelerator_reaches_every_trained_model(root, monkeypatch):
                        "fu2023": "cpu"}  # closed-form fits, on the CPU whatever the config says
 
 
+def test_the_largest_quick_cells_are_the_largest(root):
+    """Every quick cui2024 and deora2023 cell's runtime estimate sits at the 5-minute floor; the
+    memory estimate breaks the tie (by runtime alone cui2024's was its first cell, D = 20)."""
+    cells = bench.largest_quick_cells(root, "cpu")
+    assert cells["cui2024"]["D"] == 320 and cells["deora2023"]["model"]["H"] == 64
+
+
 def test_without_a_gpu_a_cuda_bench_stops_before_measuring(root, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(bench, "largest_quick_cells", lambda *args: pytest.fail("measured without a GPU"))
