@@ -45,10 +45,6 @@ def prompts_of(layout: store.Layout, data_id: str) -> dict[str, torch.Tensor]:
     return tasks.read_test_set(layout.data(data_id), content=data_id)[1]
 
 
-def moved(prompts: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {key: value.to(device) for key, value in prompts.items()}
-
-
 def load_model(layout: store.Layout, cell_id: str, device: torch.device) -> tuple[dict, models.Transformer]:
     spec, model = models.load_cell(layout.cell_dir(cell_id))
     return spec, model.to(device)
@@ -105,7 +101,7 @@ def importance(spec: dict, layout: store.Layout) -> pd.DataFrame:
     """Per seed, layer and head: masked risk, importance, share and rank within the layer (0 = top)."""
     device = device_of(spec["device"])
     cell_spec, model = load_model(layout, spec["cell"], device)
-    full, masked = masked_risks(model, moved(prompts_of(layout, spec["data"]), device), spec["n"])
+    full, masked = masked_risks(model, models.moved(prompts_of(layout, spec["data"]), device), spec["n"])
     share = shares(full, masked)
     rank = share.argsort(-1, descending=True).argsort(-1)
     S, L, H = masked.shape
@@ -188,7 +184,7 @@ def variant_rows(entry: dict, spec: dict, layout: store.Layout) -> pd.DataFrame:
     and the GD / PtO steps their layers are compared with (those on the CPU)."""
     device = device_of(spec["device"])
     sets = (prompts_of(layout, entry["probe"]), prompts_of(layout, entry["data"]))
-    on_device = tuple(moved(prompts, device) for prompts in sets)
+    on_device = tuple(models.moved(prompts, device) for prompts in sets)
     n, ridge = spec["n"], spec["ridge"]
     full_spec, full = load_model(layout, entry["full"], device)
     mask = pruning_mask(shares(*masked_risks(full, on_device[0], n)))

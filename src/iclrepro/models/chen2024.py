@@ -157,6 +157,10 @@ class Transformer(nn.Module):
 EVAL_ROWS = {"cpu": 512, "cuda": 4096}
 
 
+def moved(prompts: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device) for key, value in prompts.items()}
+
+
 def passes(model: Transformer, x: torch.Tensor) -> list[slice]:
     """The prompt ranges (of x's first axis) of the evaluation passes, EVAL_ROWS (prompt, seed) rows each."""
     chunk = max(1, EVAL_ROWS[x.device.type] // len(model.head_mask))

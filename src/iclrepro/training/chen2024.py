@@ -42,7 +42,7 @@ class PrefixRegression(core.Objective):
 def excess_risk(model: models.Transformer, prompts: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean over prompts of (prediction - <w*, x_k>)^2 per seed and n: (S, K), on the CPU.
     The model runs where it trained, in passes (a GPU scores a paper-scale test set in seconds)."""
-    prompts = {key: value.to(model.head_mask.device) for key, value in prompts.items()}
+    prompts = models.moved(prompts, model.head_mask.device)
     predictions = models.predict(model, prompts["x"], prompts["y"])                     # (S, B, K)
     return ((predictions - tasks.clean(prompts)) ** 2).mean(1).cpu()
 
