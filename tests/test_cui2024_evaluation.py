@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import torch
 
+from iclrepro.baselines import regression
 from iclrepro.evaluation import cui2024 as evaluation
 from iclrepro.tasks import cui2024 as tasks
 
@@ -22,6 +24,32 @@ def test_gd_baseline_is_not_fitted_on_the_test_sets_labels():
     unit_step = evaluation.one_step_gd(scenario, *evaluation.split_prompts(prompts))
     step = evaluation.baseline_predictions(scenario, prompts, tune)[name] / unit_step
     assert 0.3 < float(step.mean()) < 1  # shrunk below 1 at D = 20, as least squares on the tuning draw gives
+
+
+def counting(predictor, prompts_seen: list):
+    """`predictor`, noting how many prompts each call gets."""
+    def counted(x, *rest, **keywords):
+        prompts_seen.append(len(x))
+        return predictor(x, *rest, **keywords)
+    return counted
+
+
+@pytest.mark.parametrize("scenario", [tasks.Scenario(d=3, sigma2=0.5, tau=0.5),    # GD-1, OLS, Bayes
+                                      tasks.Scenario(d=3, sigma2=0.5, rho=0.5)])   # preconditioned GD-1, OLS
+def test_baselines_predicted_in_passes_are_the_predictions_on_the_whole_set(scenario, monkeypatch):
+    """Held at once in float64, a paper-scale test set took its tidy job past the 2 GB it asks
+    SLURM for; the predictors see PASS_PROMPTS prompts at a time and predict what they did at once."""
+    prompts, tune = (tasks.sample(scenario, 20, 300, torch.Generator().manual_seed(seed)) for seed in (0, 1))
+    at_once = evaluation.baseline_predictions(scenario, prompts, tune)
+    monkeypatch.setattr(evaluation, "PASS_PROMPTS", 128)
+    prompts_seen = []
+    for name in ("one_step_gd", "ols", "posterior_mean"):
+        monkeypatch.setattr(regression, name, counting(getattr(regression, name), prompts_seen))
+    in_passes = evaluation.baseline_predictions(scenario, prompts, tune)
+    assert set(in_passes) == set(at_once) >= {"GD-1 (linear attention)", "OLS"}
+    for name, prediction in at_once.items():
+        torch.testing.assert_close(in_passes[name], prediction, rtol=1e-12, atol=1e-12)
+    assert set(prompts_seen) == {128, 300 - 2 * 128}
 
 
 def kq_figure(learned: torch.Tensor, scenario: tasks.Scenario):
