@@ -8,6 +8,7 @@ import torch
 
 from iclrepro.baselines import regression
 from iclrepro.evaluation import cui2024 as evaluation
+from iclrepro.series_names import TRAINED
 from iclrepro.tasks import cui2024 as tasks
 
 
@@ -50,6 +51,20 @@ def test_baselines_predicted_in_passes_are_the_predictions_on_the_whole_set(scen
     for name, prediction in at_once.items():
         torch.testing.assert_close(in_passes[name], prediction, rtol=1e-12, atol=1e-12)
     assert set(prompts_seen) == {128, 300 - 2 * 128}
+
+
+def test_mh_below_sh_is_the_worst_ratio_over_scenarios_that_share_their_D():
+    """At the paper scale F1 holds several scenarios at the same D; their ratios share labels,
+    and the claim raised a TypeError instead of giving its verdict."""
+    ratios = {("a", 10): 0.5, ("a", 20): 0.6, ("b", 10): 0.7, ("b", 20): 0.9}
+    f1 = pd.DataFrame([{"scenario": scenario, "D": D, "series": series, "source": TRAINED, "seed": 0,
+                        "mse": ratio if series == "MH2" else 1.0}
+                       for (scenario, D), ratio in ratios.items() for series in ("MH2", "SH")])
+    (claim,) = evaluation.claim_mh_below_sh({"F1": f1}, {"mh_series": "MH2", "sh_series": "SH"})
+    assert (claim.measured, claim.passed) == (0.9, True)
+    f1.loc[(f1["scenario"] == "a") & (f1["D"] == 10) & (f1["series"] == "MH2"), "mse"] = 1.2
+    (claim,) = evaluation.claim_mh_below_sh({"F1": f1}, {"mh_series": "MH2", "sh_series": "SH"})
+    assert (claim.measured, claim.passed) == (1.2, False)
 
 
 def kq_figure(learned: torch.Tensor, scenario: tasks.Scenario):

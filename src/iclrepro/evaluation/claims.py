@@ -51,14 +51,15 @@ def within(value: float, low: float, high: float) -> bool:
 def worst(values: pd.Series, largest: bool = True) -> tuple[float, object]:
     """The worst of a claim's points and its index label ((NaN, None) when there are none).
     A NaN point, such as a diverged baseline, is the worst of all, so that the claim fails
-    instead of passing on the remaining points (pandas' max and idxmax skip NaN)."""
+    instead of passing on the remaining points (pandas' max and idxmax skip NaN). Found by
+    position: points of several scenarios can share a label (their D)."""
     missing = values.isna()
     if missing.any():
         return float("nan"), values.index[missing][0]
     if values.empty:
         return float("nan"), None
-    at = values.idxmax() if largest else values.idxmin()
-    return float(values[at]), at
+    position = int(values.to_numpy().argmax() if largest else values.to_numpy().argmin())
+    return float(values.iloc[position]), values.index[position]
 
 
 def write(paper: str, claims: list[Claim], spec: dict, content: str, out) -> None:
