@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -161,8 +162,9 @@ def test_gradient_descent_follows_its_closed_form_and_keeps_snapshots_and_traces
     assert torch.allclose(objective.model.weight, expected.expand(2, 3), atol=1e-6)
     assert torch.equal(fitted.snapshots[0]["weight"], torch.zeros(2, 3))
     assert torch.allclose(fitted.snapshots[2]["weight"][0], (1 - (1 - lr) ** 2) * objective.target)
-    assert sorted(fitted.traces) == [1, 3, 5]
-    assert fitted.traces[5]["distance"] == pytest.approx([(1 - lr) ** 5 * float(objective.target.norm())] * 2)
+    distance = fitted.traces["distance"]          # one (steps, seeds) array, NaN where not traced
+    assert distance.shape == (steps, 2) and list(np.flatnonzero(~np.isnan(distance[:, 0])) + 1) == [1, 3, 5]
+    assert distance[4] == pytest.approx([(1 - lr) ** 5 * float(objective.target.norm())] * 2)
     table = core.loss_table(fitted, [0, 1]).to_pandas()
     assert table["distance"].notna().sum() == 6 and table["step"].min() == 1
 
@@ -254,8 +256,16 @@ class Interrupted(RuntimeError):
     pass
 
 
-class Stopping(training.Regression):
-    """The cui2024 objective, killed (an exception) when it draws batch `stop_at`."""
+class Traced(training.Regression):
+    """The cui2024 objective, tracing its first parameter's norm per seed at every third step."""
+
+    def trace(self, step):
+        first = next(self.model.parameters())
+        return {"norm": first.reshape(len(first), -1).norm(dim=-1)} if step % 3 == 0 else None
+
+
+class Stopping(Traced):
+    """The traced cui2024 objective, killed (an exception) when it draws batch `stop_at`."""
 
     def __init__(self, spec, stop_at):
         super().__init__(spec, torch.device("cpu"))
@@ -271,7 +281,7 @@ class Stopping(training.Regression):
 def test_resumed_training_equals_uninterrupted(tmp_path):
     spec = cell_spec([0, 1], steps=160)
     optimisation = core.Optimisation(**spec["training"]["optimisation"])
-    whole = training.Regression(spec, torch.device("cpu"))
+    whole = Traced(spec, torch.device("cpu"))
     expected = core.fit(whole, optimisation, "cell", 2)
 
     checkpoint = core.Checkpointing(tmp_path / "checkpoint.pt", every_seconds=0)
@@ -284,6 +294,8 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)
     assert (fitted.losses == expected.losses).all()
+    assert np.isfinite(fitted.traces["norm"][2::3]).all() and np.isnan(fitted.traces["norm"][::3]).all()
+    assert np.array_equal(fitted.traces["norm"], expected.traces["norm"], equal_nan=True)  # those before too
 
 
 def test_checkpoint_of_another_cell_is_ignored(tmp_path):

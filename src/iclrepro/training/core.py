@@ -137,10 +137,11 @@ class Objective:
 
 @dataclass
 class Fitted:
-    """What training produced besides the model: losses (steps, S), traces, snapshots."""
+    """What training produced besides the model: losses (steps, S), each traced quantity per
+    step (steps, S; NaN at the steps it was not traced) and snapshots."""
 
     losses: np.ndarray
-    traces: dict[int, dict[str, np.ndarray]]
+    traces: dict[str, np.ndarray]
     snapshots: dict[int, dict[str, torch.Tensor]]
 
 
@@ -224,7 +225,9 @@ class EnsembleModule(pl.LightningModule):
         self.model = objective.model
         self.register_buffer("losses", torch.full((optimisation.steps, seeds), math.nan), persistent=False)
         self.checked = 0
-        self.traces: dict[int, dict[str, np.ndarray]] = {}
+        # per traced quantity, a buffer like `losses`: kept per step as small arrays instead,
+        # zhang2026's traces of every step grew a paper-scale cell's memory by 0.1-0.2 MB a step
+        self.traces: dict[str, torch.Tensor] = {}
         self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
         self.checkpoint = checkpoint
         self.optimizer = self.schedule = None  # torch's own, taken from Lightning when training starts
@@ -264,8 +267,7 @@ class EnsembleModule(pl.LightningModule):
             "schedule": self.schedule.state_dict() if self.schedule is not None else {},
             "generators": [g.get_state() for g in self.objective.generators],
             "losses": self.losses[:done].cpu().clone(),
-            "traces": {step: {name: torch.as_tensor(value) for name, value in values.items()}
-                       for step, values in self.traces.items()},
+            "traces": {name: values[:done].cpu().clone() for name, values in self.traces.items()},
             "snapshots": self.snapshots,
         }
 
@@ -279,7 +281,8 @@ class EnsembleModule(pl.LightningModule):
         done = state["done"]
         self.losses[:done] = state["losses"].to(self.losses)
         self.checked = state["checked"]
-        self.traces = {step: {k: v.numpy() for k, v in values.items()} for step, values in state["traces"].items()}
+        for name, values in state["traces"].items():
+            self.trace_buffer(name, values[0])[:done] = values.to(self.losses.device)
         self.snapshots = state["snapshots"]
 
     def update(self) -> torch.Tensor:
@@ -297,10 +300,17 @@ class EnsembleModule(pl.LightningModule):
 
     def after_step(self, done: int) -> None:
         traced = self.objective.trace(done)
-        if traced is not None:
-            self.traces[done] = {name: value.detach().cpu().numpy() for name, value in traced.items()}
+        for name, value in (traced or {}).items():
+            self.trace_buffer(name, value)[done - 1] = value.detach()
         if done in self.optimisation.snapshots:
             self.snapshots[done] = state_copy(self.model)
+
+    def trace_buffer(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """The (steps, *value's shape) buffer of a traced quantity, NaN until traced."""
+        if name not in self.traces:
+            self.traces[name] = torch.full((self.optimisation.steps, *value.shape), math.nan,
+                                           dtype=torch.float64, device=self.losses.device)
+        return self.traces[name]
 
     def check_losses(self, upto: int) -> None:
         """The losses since the last check are finite and below GROWTH_LIMIT times their seed's first."""
@@ -382,7 +392,8 @@ def fit(objective: Objective, optimisation: Optimisation, cell_id: str, seeds: i
     # Lightning's teardown moved the module to the CPU; the caller scores it on its data,
     # which stay on the training device
     module.to(device_of(accelerator))
-    return Fitted(module.losses.cpu().double().numpy(), module.traces, module.snapshots)
+    return Fitted(module.losses.cpu().double().numpy(),
+                  {name: values.cpu().numpy() for name, values in module.traces.items()}, module.snapshots)
 
 
 # ---------------------------------------------------------------------------
@@ -394,13 +405,7 @@ def loss_table(fitted: Fitted, seeds: list[int]) -> pa.Table:
     steps, width = fitted.losses.shape
     columns = {"step": np.repeat(np.arange(1, steps + 1), width), "seed": np.tile(seeds, steps),
                "loss": fitted.losses.reshape(-1)}
-    names = sorted({name for values in fitted.traces.values() for name in values})
-    for name in names:
-        column = np.full((steps, width), np.nan)
-        for step, values in fitted.traces.items():
-            if name in values:
-                column[step - 1] = values[name]
-        columns[name] = column.reshape(-1)
+    columns.update({name: values.reshape(-1) for name, values in sorted(fitted.traces.items())})
     return pa.table(columns)
 
 
