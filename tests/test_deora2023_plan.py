@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from conftest import plan_paper
+from conftest import copy_workflow, plan_paper, snakemake
 from iclrepro import config, plan
 from iclrepro.papers import deora2023 as planner
 
@@ -70,3 +72,14 @@ def test_the_largest_paper_scale_cell_asks_for_what_it_measured_and_a_cluster_gr
     assert 8.1 * 1024 < max(ask["mem_mb"] for ask in cpu) < 16 * 1024
     assert 64 * 60 < max(ask["runtime"] for ask in cpu) < 14 * 24 * 60
     assert max(ask["runtime"] for ask in cuda) < 2 * 60
+
+
+def test_figures_with_margins_ask_the_scheduler_for_what_the_paper_scale_measured(tmp_path):
+    """At the paper scale E1's table peaked at 6.9 GB (its NTK margins hold a seed's per-sequence
+    gradients) and asked for the 2 GB every figure asked for; the tables that read stored
+    results ask for that still."""
+    dry_run = snakemake(copy_workflow(tmp_path), "-n", "--config", "scale=paper", "papers=deora2023").stdout
+    asks = {re.search(r"name=(\w+)", job).group(1): int(re.search(r"mem_mb=(\d+)", job).group(1))
+            for job in dry_run.split("\nrule ")[1:] if job.startswith("tidy:")}
+    assert 6.9 * 1024 < asks["E1"] < 16 * 1024 and asks["E5"] >= asks["E4"] >= asks["E1"]
+    assert {asks[name] for name in ("E2", "E3", "hessian")} == {plan.FIGURE_MEM_MB}

@@ -68,6 +68,10 @@ def make(stage: str, paper: str, spec: dict, name: str | None = None,
     return Node(stage, paper, spec, name, tuple(inputs), node_id, source)
 
 
+# What a figure's tidy job asks the scheduler for (MB), the SLURM profile's default, unless its
+# paper's planner estimates its tables (`figure_memory`, as deora2023's does for its margins)
+FIGURE_MEM_MB = 2000
+
 CONTENT_ADDRESSED = ("data", "train")   # stored under their id, recorded in results/index
 NEEDS_RESULTS = ("tidy", "claims")      # stage functions that read other nodes' outputs
 

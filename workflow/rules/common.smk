@@ -76,6 +76,13 @@ def batch_resources(key, combine):
     return of
 
 
+def figure_memory(wildcards):
+    """Resources function: a tidy job's memory, its paper's estimate where the planner has one."""
+    tidy = node("tidy", wildcards)
+    planner = importlib.import_module(REGISTRY[tidy.paper].planner)
+    return getattr(planner, "figure_memory", lambda _: planning.FIGURE_MEM_MB)(tidy)
+
+
 def payload(stage):
     """Params function: the node's payload (what its job needs to run it)."""
     return lambda wildcards: node(stage, wildcards).payload()

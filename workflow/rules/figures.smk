@@ -13,6 +13,7 @@ rule tidy:
         arguments=lambda wildcards, output: {"out": output[0]},
     resources:
         gpu=evaluation_gpus,  # SLURM: --gpus=1 where trained models are evaluated on a GPU
+        mem_mb=figure_memory,
     conda:
         ENV
     benchmark:

@@ -123,3 +123,20 @@ def resources(cell: plan.Node) -> dict:
     sets = 8 * S * (spec["n_train"] + spec["n_test"]) * mix["T"] * mix["d"]
     held = max(MEMORY_BYTES["step"] * S * spec["n_train"], MEMORY_BYTES["trace"] * spec["n_test"]) * entries
     return {"mem_mb": 1000 + int((5 * sets + held) / 2**20), "runtime": max(5, int(3 * seconds / 60) + 1)}
+
+
+# Bytes per entry of one seed's per-sequence gradients (n_train, H (d^2 + d)), float32 with
+# vmap's intermediates: E1's table at the paper scale (H = 64, n = 1,000, d = 64: 266 million
+# entries) peaked at 6.9 GB, 23 bytes an entry above a 1 GB process
+MARGIN_BYTES = 32
+
+
+def figure_memory(tidy: plan.Node) -> int:
+    """Memory (MB) a figure's tidy job asks for. The tables with NTK margins (E1, E4, E5; spec
+    `margin_iterations`) hold one seed's per-sequence gradients at a time, of their largest cell;
+    the others read stored results."""
+    if "margin_iterations" not in tidy.spec:
+        return plan.FIGURE_MEM_MB
+    entries = max(cell.spec["n_train"] * cell.spec["model"]["H"] * (cell.spec["mixture"]["d"] + 1)
+                  * cell.spec["mixture"]["d"] for cell in tidy.inputs if cell.stage == "train")
+    return max(plan.FIGURE_MEM_MB, 1000 + int(MARGIN_BYTES * entries / 2**20))
