@@ -198,7 +198,7 @@ def largest_quick_cells(workdir: Path, accelerator: str) -> dict[str, dict]:
     resolved = config.load(workdir / "config.yaml", {"scale": "quick", "accelerator": accelerator}, workdir)
     found = {}
     for paper in resolved["papers"]:
-        planner = importlib.import_module(REGISTRY[paper].planner)
+        planner = plan.planner(paper)
         cells = plan.build(dict(resolved, papers=[paper])).cells.values()
         asks = {node.id: planner.resources(node) for node in cells}
         found[paper] = max(cells, key=lambda node: (asks[node.id]["runtime"], asks[node.id]["mem_mb"])).spec

@@ -237,17 +237,26 @@ class Plan:
         return paths + [self.layout.claims_table("md"), self.layout.claims_table("html")]
 
 
+def planner(paper: str):
+    """A paper's planner module: its Planner, describe, resources and optional figure_memory."""
+    return importlib.import_module(REGISTRY[paper].planner)
+
+
 def describe(paper: str, spec: dict) -> str:
     """One line of a cell's key settings, by its paper's planner (`iclrepro cells`, batch logs)."""
-    return importlib.import_module(REGISTRY[paper].planner).describe(spec)
+    return planner(paper).describe(spec)
+
+
+def figure_memory(tidy: Node) -> int:
+    """Memory (MB) a figure's tidy job asks the scheduler for: its paper's estimate, else FIGURE_MEM_MB."""
+    return getattr(planner(tidy.paper), "figure_memory", lambda _: FIGURE_MEM_MB)(tidy)
 
 
 def build(config: dict) -> Plan:
     """The plan of every selected paper under the resolved config."""
     plan = Plan(store.Layout(config["results"]))
     for paper in config["papers"]:
-        planner = importlib.import_module(REGISTRY[paper].planner)
-        for node in planner.Planner(config).nodes():
+        for node in planner(paper).Planner(config).nodes():
             plan.add(node)
     plan.make_batches(config["batch_size"])
     return plan

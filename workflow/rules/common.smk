@@ -3,7 +3,6 @@
 # Jobs import the package from ROOT/src (the shell prefix puts it first on PYTHONPATH),
 # so the code that runs is the code whose source was fingerprinted into the ids.
 
-import importlib
 import shlex
 import sys
 
@@ -70,7 +69,7 @@ def batch_resources(key, combine):
 
     def of(wildcards):
         members = PLAN.batches[wildcards.batch].members
-        planner = importlib.import_module(REGISTRY[members[0].paper].planner)
+        planner = planning.planner(members[0].paper)
         return combine(planner.resources(member)[key] for member in members)
 
     return of
@@ -78,9 +77,7 @@ def batch_resources(key, combine):
 
 def figure_memory(wildcards):
     """Resources function: a tidy job's memory, its paper's estimate where the planner has one."""
-    tidy = node("tidy", wildcards)
-    planner = importlib.import_module(REGISTRY[tidy.paper].planner)
-    return getattr(planner, "figure_memory", lambda _: planning.FIGURE_MEM_MB)(tidy)
+    return planning.figure_memory(node("tidy", wildcards))
 
 
 def payload(stage):
