@@ -4,6 +4,8 @@ invariance, BRFA at zero bias is RFA, targets, and the ridge solves against dire
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -152,3 +154,24 @@ def test_targets_match_their_formulas_on_a_hand_built_sequence():
                 "qk_cos": (math.cos(1.6) + 1) / 2}
     for name, value in expected.items():
         assert tasks.target_values(tasks.Target.parse(name), x).item() == pytest.approx(value, abs=1e-12), name
+
+
+KERNEL_PEAK = """
+import resource, sys, torch
+from iclrepro.tasks import fu2023 as tasks
+from iclrepro.theory import fu2023 as theory
+torch.set_num_threads(1)
+x = tasks.sample(16, 16, 1024, torch.Generator().manual_seed(0))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+theory.rfa_kernel(x, x, 0.5)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def test_kernel_memory_is_bounded_by_its_chunks_not_by_their_number():
+    """K_RFA of 1,024 paper-sized sequences (d = N = 16: 128 chunks) grows the peak memory by
+    its own 8 MB and one chunk's temporaries (a few of CHUNK_ENTRIES float64 each), not by a
+    chunk's worth per chunk (2.2 GB when chunk results were concatenated at the end)."""
+    grown = int(subprocess.run([sys.executable, "-c", KERNEL_PEAK], capture_output=True, text=True,
+                               check=True).stdout)
+    assert grown < 8 * 1024**2 + 20 * 8 * theory.CHUNK_ENTRIES
