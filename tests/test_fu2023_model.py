@@ -1,5 +1,6 @@
 """fu2023 models and kernels: convergence to the kernel as M grows, key permutation
-invariance, BRFA at zero bias is RFA, targets, and the ridge solves against direct ones."""
+invariance, BRFA at zero bias is RFA, targets, the ridge solves against direct ones, and the
+kernels' memory."""
 
 from __future__ import annotations
 
@@ -157,7 +158,7 @@ def test_targets_match_their_formulas_on_a_hand_built_sequence():
 
 
 KERNEL_PEAK = """
-import resource, sys, torch
+import resource, torch
 from iclrepro.tasks import fu2023 as tasks
 from iclrepro.theory import fu2023 as theory
 torch.set_num_threads(1)
