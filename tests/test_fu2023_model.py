@@ -113,6 +113,34 @@ def test_ridge_path_matches_a_direct_solve(n, D):
         assert torch.allclose(weights, direct, atol=1e-8)
 
 
+def test_dual_gram_over_uneven_blocks_equals_the_whole_product(monkeypatch):
+    """Blocks of 4 rows over 11 (4, 4, 3): the diagonal blocks, the products above the diagonal
+    and their mirrors below it tile Phi Phi^T exactly."""
+    monkeypatch.setattr(ridge, "BLOCK_ROWS", 4)
+    Phi = torch.randn(11, 7, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(ridge.dual_gram(Phi), Phi.double() @ Phi.double().T, atol=1e-12)
+
+
+DUAL_GRAM_PEAK = """
+import resource, torch
+from iclrepro.baselines import ridge
+torch.set_num_threads(1)
+Phi = torch.randn(2048, 8192)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+ridge.dual_gram(Phi)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def test_dual_gram_of_one_block_holds_one_float64_copy_of_it():
+    """Phi of 2,048 x 8,192 (one block): its float64 copy (128 MB), K and the product written
+    into it (32 MB each), not a second float64 copy as the partner of the first (+128 MB)."""
+    grown = int(subprocess.run([sys.executable, "-c", DUAL_GRAM_PEAK], capture_output=True, text=True,
+                               check=True).stdout)
+    block, gram = 2048 * 8192 * 8, 2048 * 2048 * 8
+    assert grown < block + 2 * gram + 48 * 1024**2      # measured 201 MB; with a second copy 329 MB
+
+
 def test_kernel_ridge_with_the_feature_gram_equals_feature_ridge():
     generator = torch.Generator().manual_seed(0)
     Phi = torch.randn(40, 60, generator=generator)

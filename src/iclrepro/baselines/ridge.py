@@ -8,8 +8,8 @@
 
 One eigendecomposition of the smaller Gram matrix serves every penalty of the grid. The
 features may be float32 (half the memory of the largest array); the Gram matrix is
-accumulated in float64 over row blocks, so no float64 copy of Phi is ever held. `select`
-picks the penalty on a held-out split and refits on all rows (spec §4).
+accumulated in float64 over row blocks, so no float64 copy of the whole of Phi is ever
+held. `select` picks the penalty on a held-out split and refits on all rows (spec §4).
 """
 
 from __future__ import annotations
@@ -37,11 +37,18 @@ def primal_gram(Phi: torch.Tensor) -> torch.Tensor:
 
 
 def dual_gram(Phi: torch.Tensor) -> torch.Tensor:
-    """Phi Phi^T (n, n) in float64."""
+    """Phi Phi^T (n, n) in float64. A diagonal block is its block times its own transpose and
+    each block above the diagonal is mirrored below it, so one float64 block of Phi is held
+    when n <= BLOCK_ROWS (a paper-scale fu2023 fit: 0.56 GB less than a second copy) and two
+    otherwise, and half the products are computed."""
     K = torch.empty(len(Phi), len(Phi), dtype=torch.float64)
     for start, block in _blocks(Phi):
-        for other, columns in _blocks(Phi):
-            K[start:start + len(block), other:other + len(columns)] = block @ columns.T
+        end = start + len(block)
+        K[start:end, start:end] = block @ block.T
+        for offset, columns in _blocks(Phi[end:]):
+            cross = block @ columns.T
+            K[start:end, end + offset:end + offset + len(columns)] = cross
+            K[end + offset:end + offset + len(columns), start:end] = cross.T
     return K
 
 
