@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,26 +122,6 @@ def test_dual_gram_over_uneven_blocks_equals_the_whole_product(monkeypatch):
     assert torch.allclose(ridge.dual_gram(Phi), Phi.double() @ Phi.double().T, atol=1e-12)
 
 
-DUAL_GRAM_PEAK = """
-import resource, torch
-from iclrepro.baselines import ridge
-torch.set_num_threads(1)
-Phi = torch.randn(2048, 8192)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-ridge.dual_gram(Phi)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
-"""
-
-
-def test_dual_gram_of_one_block_holds_one_float64_copy_of_it():
-    """Phi of 2,048 x 8,192 (one block): its float64 copy (128 MB), K and the product written
-    into it (32 MB each), not a second float64 copy as the partner of the first (+128 MB)."""
-    grown = int(subprocess.run([sys.executable, "-c", DUAL_GRAM_PEAK], capture_output=True, text=True,
-                               check=True).stdout)
-    block, gram = 2048 * 8192 * 8, 2048 * 2048 * 8
-    assert grown < block + 2 * gram + 48 * 1024**2      # measured 201 MB; with a second copy 329 MB
-
-
 def test_kernel_ridge_with_the_feature_gram_equals_feature_ridge():
     generator = torch.Generator().manual_seed(0)
     Phi = torch.randn(40, 60, generator=generator)
@@ -185,22 +166,61 @@ def test_targets_match_their_formulas_on_a_hand_built_sequence():
         assert tasks.target_values(tasks.Target.parse(name), x).item() == pytest.approx(value, abs=1e-12), name
 
 
-KERNEL_PEAK = """
-import resource, torch
+# Memory: each step runs in a fresh interpreter, where its own high-water mark of resident
+# memory (VmHWM; ru_maxrss would start at the size of the forking pytest process) grows by
+# what the step held at its height, freed or not.
+PEAK_GROWTH = """
+import torch
+from iclrepro.baselines import ridge
+from iclrepro.models import fu2023 as models
 from iclrepro.tasks import fu2023 as tasks
 from iclrepro.theory import fu2023 as theory
+def peak():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
 torch.set_num_threads(1)
-x = tasks.sample(16, 16, 1024, torch.Generator().manual_seed(0))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-theory.rfa_kernel(x, x, 0.5)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+torch.set_grad_enabled(False)   # as evaluation predicts
+{setup}
+before = peak()
+{step}
+print(peak() - before)
 """
+
+MB = 1024**2
+
+
+def peak_growth(setup: str, step: str) -> int:
+    """Bytes by which `step` grows the peak memory of a fresh interpreter that ran `setup`."""
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("needs Linux's /proc/self/status")
+    script = PEAK_GROWTH.format(setup=setup, step=step)
+    return int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
 
 
 def test_kernel_memory_is_bounded_by_its_chunks_not_by_their_number():
     """K_RFA of 1,024 paper-sized sequences (d = N = 16: 128 chunks) grows the peak memory by
     its own 8 MB and one chunk's temporaries (a few of CHUNK_ENTRIES float64 each), not by a
     chunk's worth per chunk (2.2 GB when chunk results were concatenated at the end)."""
-    grown = int(subprocess.run([sys.executable, "-c", KERNEL_PEAK], capture_output=True, text=True,
-                               check=True).stdout)
-    assert grown < 8 * 1024**2 + 20 * 8 * theory.CHUNK_ENTRIES
+    grown = peak_growth("x = tasks.sample(16, 16, 1024, torch.Generator().manual_seed(0))",
+                        "theory.rfa_kernel(x, x, 0.5)")
+    assert grown < 8 * MB + 20 * 8 * theory.CHUNK_ENTRIES
+
+
+def test_dual_gram_of_one_block_holds_one_float64_copy_of_it():
+    """Phi of 2,048 x 8,192 (one block): its float64 copy (128 MB), K and the product written
+    into it (32 MB each), not a second float64 copy as the partner of the first (+128 MB)."""
+    grown = peak_growth("Phi = torch.randn(2048, 8192)", "ridge.dual_gram(Phi)")
+    block, gram = 2048 * 8192 * 8, 2048 * 2048 * 8
+    assert grown < block + 2 * gram + 48 * MB      # measured 201 MB; with a second copy 329 MB
+
+
+@pytest.mark.parametrize("step,output", [("model(x)", 0), ("model.features(x, 0)", 4096 * 1024 * 17 * 4)])
+def test_features_and_predictions_hold_their_output_and_one_chunk_not_every_chunk(step, output):
+    """RFA with M = 1,024 heads on 4,096 paper-sized sequences (147 chunks of 28 rows): its
+    predictions and its features (272 MB) grow the peak memory by their output and one chunk's
+    temporaries (measured 19-30 MB). Chunk results kept for a concatenation at the end held the
+    heap at 286-544 MB (predictions) and 2.3x the features."""
+    grown = peak_growth("x = tasks.sample(16, 16, 4096, torch.Generator().manual_seed(0))\n"
+                        "model = models.RandomFeatureAttention(16, 1024, 0.5, 0.0, [torch.Generator().manual_seed(1)])",
+                        step)
+    assert grown < output + 64 * MB
