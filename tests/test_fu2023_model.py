@@ -15,6 +15,7 @@ import yaml
 
 from iclrepro.baselines import ridge, tuning
 from iclrepro.models import fu2023 as models
+from iclrepro.papers import fu2023 as planner
 from iclrepro.tasks import fu2023 as tasks
 from iclrepro.theory import fu2023 as theory
 
@@ -175,6 +176,7 @@ from iclrepro.baselines import ridge
 from iclrepro.models import fu2023 as models
 from iclrepro.tasks import fu2023 as tasks
 from iclrepro.theory import fu2023 as theory
+from iclrepro.training import fu2023 as training
 def peak():
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
@@ -224,3 +226,16 @@ def test_features_and_predictions_hold_their_output_and_one_chunk_not_every_chun
                         "model = models.RandomFeatureAttention(16, 1024, 0.5, 0.0, [torch.Generator().manual_seed(1)])",
                         step)
     assert grown < output + 64 * MB
+
+
+def test_the_planned_peak_of_a_fit_bounds_its_measured_peak():
+    """One seed of RFA with M = 512 heads (8,704 features) fitted on 2,560 paper-sized
+    sequences (the dual form): the planner's peak_bytes (477 MB), which sizes the fits' SLURM
+    asks and memory_budget_mb, covers what the fit holds at its height (measured 392-396 MB;
+    622-696 MB while features were concatenated from kept chunks and the Gram product held
+    two float64 copies of them, over this estimate though within the one before it)."""
+    spec = {"d": 16, "N": 16, "n": 2560, "target": "key_poly_2", "seeds": [0],
+            "model": {"kind": "rfa", "M": 512, "weight_std": 0.5, "bias_scale": 0.0},
+            "fitting": {"lambdas": [1e-6, 1e-3], "validation_fraction": 0.2}}
+    grown = peak_growth(f"fit = training.RidgeFit({spec!r}, 'cpu')", "fit.solve(fit.draw())")
+    assert grown < planner.peak_bytes(2560, 512 * 17)

@@ -20,11 +20,11 @@ RIDGE_BLOCK_ROWS = 4096  # baselines.ridge.BLOCK_ROWS (not imported: planning st
 
 def peak_bytes(n: int, D: int) -> int:
     """Largest memory of one seed's fit (baselines/ridge.py), an upper bound: float32 features
-    (n, D) twice (the chunks and their concatenation), two row blocks of them in float64 for
-    the Gram product, and the float64 Gram matrix of the smaller side, its eigenvectors and
-    LAPACK's divide-and-conquer workspace (about two more such matrices)."""
-    block = min(n, RIDGE_BLOCK_ROWS)
-    return 8 * n * D + 2 * 8 * block * D + 4 * 8 * min(n, D) ** 2
+    (n, D), up to two row blocks of them in float64 for the Gram product, and the float64 Gram
+    matrix of the smaller side, its eigenvectors and LAPACK's divide-and-conquer workspace
+    (about two more such matrices)."""
+    float64_rows = min(n, 2 * RIDGE_BLOCK_ROWS)
+    return 4 * n * D + 8 * float64_rows * D + 4 * 8 * min(n, D) ** 2
 
 
 class Planner:
