@@ -113,6 +113,14 @@ def test_ridge_path_matches_a_direct_solve(n, D):
     for weights, lam in zip(path, lambdas, strict=True):
         direct = torch.linalg.solve(P.T @ P + n * lam * torch.eye(D, dtype=torch.float64), P.T @ y)
         assert torch.allclose(weights, direct, atol=1e-8)
+        assert torch.allclose(ridge.ridge_weights(Phi, y, lam), direct, atol=1e-8)   # select's refit
+
+
+def test_a_shift_that_leaves_no_cholesky_factor_is_solved_by_the_eigendecomposition():
+    """diag(1, -1) + 0.5 I is not positive definite (as rounding can leave a Gram matrix with
+    a penalty far below its error): the solve still answers (G + shift I)^{-1} b."""
+    G, b = torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64)), torch.tensor([3.0, 1.0], dtype=torch.float64)
+    assert torch.allclose(ridge.shifted_solve(G, b, 0.5), torch.tensor([2.0, -2.0], dtype=torch.float64))
 
 
 def test_dual_gram_over_uneven_blocks_equals_the_whole_product(monkeypatch):

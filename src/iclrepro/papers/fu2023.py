@@ -130,10 +130,12 @@ def resources(cell: plan.Node) -> dict:
     """Memory (MB) and runtime (minutes) a cell asks the scheduler for, from its size.
 
     Per seed: features cost about n * width * (N+1) * (d+1) flops (attention scores), the
-    solve about 2 * min(n, D)^2 * max(n, D) + 10 min(n, D)^3 (two Gram products and
-    eigendecompositions: selection and refit); at 1e10 flops/s on one core (the quick
-    scale's training jobs did 1.3-2.2e10 by this count, imports and data included), 3x
-    margin, a 5-minute floor. Memory: peak_bytes plus 1 GB for the interpreter.
+    solve about 2 * min(n, D)^2 * max(n, D) + 10 min(n, D)^3 (two Gram products, the
+    selection's eigendecomposition and the refit's Cholesky factorization, counted as the
+    eigendecomposition it replaced: an over-count that keeps the calibration below);
+    at 1e10 flops/s on one core (the quick scale's training jobs did 1.3-2.2e10 by this
+    count, imports and data included), 3x margin, a 5-minute floor. Memory: peak_bytes
+    plus 1 GB for the interpreter.
     """
     spec = cell.spec
     d, N, n, model = spec["d"], spec["N"], spec["n"], spec["model"]
