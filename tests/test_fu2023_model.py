@@ -1,6 +1,6 @@
 """fu2023 models and kernels: convergence to the kernel as M grows, key permutation
 invariance, BRFA at zero bias is RFA, targets, the ridge solves against direct ones, and the
-kernels' memory."""
+memory of the kernels, features, Gram products and fits."""
 
 from __future__ import annotations
 
@@ -229,7 +229,7 @@ def test_features_and_predictions_hold_their_output_and_one_chunk_not_every_chun
     """RFA with M = 1,024 heads on 4,096 paper-sized sequences (147 chunks of 28 rows): its
     predictions and its features (272 MB) grow the peak memory by their output and one chunk's
     temporaries (measured 19-30 MB). Chunk results kept for a concatenation at the end held the
-    heap at 286-544 MB (predictions) and 2.3x the features."""
+    heap at 150-570 MB (predictions) and 2.3x the features."""
     grown = peak_growth("x = tasks.sample(16, 16, 4096, torch.Generator().manual_seed(0))\n"
                         "model = models.RandomFeatureAttention(16, 1024, 0.5, 0.0, [torch.Generator().manual_seed(1)])",
                         step)
