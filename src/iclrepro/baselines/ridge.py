@@ -42,7 +42,7 @@ def dual_gram(Phi: torch.Tensor) -> torch.Tensor:
     """Phi Phi^T (n, n) in float64. A diagonal block is its block times its own transpose and
     each block above the diagonal is mirrored below it, so one float64 block of Phi is held
     when n <= BLOCK_ROWS (a paper-scale fu2023 fit: 0.56 GB less than a second copy) and two
-    otherwise, and half the products are computed."""
+    otherwise, and the products below the diagonal are not computed."""
     K = torch.empty(len(Phi), len(Phi), dtype=torch.float64)
     for start, block in _blocks(Phi):
         end = start + len(block)
@@ -86,21 +86,25 @@ def dual_path(K: torch.Tensor, y: torch.Tensor, lambdas: list[float]) -> torch.T
     return eigen_solve(K, y, len(K) * torch.tensor(lambdas, dtype=torch.float64))
 
 
-def ridge_path(Phi: torch.Tensor, y: torch.Tensor, lambdas: list[float]) -> torch.Tensor:
-    """Weights (L, D) for every penalty, by the primal or the dual form, whichever is smaller."""
+def _in_the_smaller_form(Phi: torch.Tensor, y: torch.Tensor, solve) -> torch.Tensor:
+    """Weights (D, L) from solve(G, b) -> (G + n lam I)^{-1} b (rows of G, L), applied in the
+    dual form (G = Phi Phi^T, b = y) when n < D and in the primal one (G = Phi^T Phi, b = Phi^T y)
+    otherwise."""
     n, D = Phi.shape
     if n < D:
-        return transpose_times(Phi, dual_path(dual_gram(Phi), y, lambdas)).T
-    shifts = n * torch.tensor(lambdas, dtype=torch.float64)                 # (L,)
-    return eigen_solve(primal_gram(Phi), transpose_times(Phi, y.unsqueeze(1))[:, 0], shifts).T
+        return transpose_times(Phi, solve(dual_gram(Phi), y))
+    return solve(primal_gram(Phi), transpose_times(Phi, y.unsqueeze(1))[:, 0])
+
+
+def ridge_path(Phi: torch.Tensor, y: torch.Tensor, lambdas: list[float]) -> torch.Tensor:
+    """Weights (L, D) for every penalty, by the primal or the dual form, whichever is smaller."""
+    shifts = len(Phi) * torch.tensor(lambdas, dtype=torch.float64)          # (L,)
+    return _in_the_smaller_form(Phi, y, lambda G, b: eigen_solve(G, b, shifts)).T
 
 
 def ridge_weights(Phi: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
     """Weights (D,) for one penalty, as `ridge_path` but by a Cholesky factorization."""
-    n, D = Phi.shape
-    if n < D:
-        return transpose_times(Phi, shifted_solve(dual_gram(Phi), y, n * lam).unsqueeze(1))[:, 0]
-    return shifted_solve(primal_gram(Phi), transpose_times(Phi, y.unsqueeze(1))[:, 0], n * lam)
+    return _in_the_smaller_form(Phi, y, lambda G, b: shifted_solve(G, b, len(Phi) * lam).unsqueeze(1))[:, 0]
 
 
 def predict(Phi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
