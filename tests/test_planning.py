@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from conftest import plan_paper
 from iclrepro import config
-from iclrepro.papers import REGISTRY, cui2024
+from iclrepro.papers import REGISTRY, cui2024, stage_function
 from iclrepro.plan import PlanError
 
 
@@ -44,6 +45,14 @@ def test_only_training_imports_lightning(root):
             "for paper in REGISTRY.values():\n"
             f"    for stage in {stages!r}: importlib.import_module(getattr(paper, stage).partition(':')[0])")
     assert imported_after(root, code, ("lightning", "pytorch_lightning")) == []
+
+
+@pytest.mark.parametrize("paper", sorted(REGISTRY))
+def test_every_stage_entry_names_a_function(paper):
+    """A misspelt module or function in the registry fails here, not in the first job that runs the stage."""
+    stages = REGISTRY[paper]
+    for stage in (field.name for field in dataclasses.fields(stages) if field.name != "planner"):  # a module
+        assert callable(stage_function(getattr(stages, stage))), stage
 
 
 @pytest.mark.parametrize("scale", config.SCALES)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import importlib
 import itertools
 import os
 import platform
@@ -48,7 +47,7 @@ import yaml
 
 from iclrepro import config, integrity, plan
 from iclrepro.accelerator import device_of
-from iclrepro.papers import REGISTRY
+from iclrepro.papers import REGISTRY, stage_function
 from iclrepro.training import core
 from iclrepro.workspace import copy_workflow
 
@@ -72,8 +71,7 @@ def cui2024_spec(H: int, seeds: list[int], steps: int = BENCH_STEPS, accelerator
 
 
 def objective_of(spec: dict) -> core.Objective:
-    module, _, name = REGISTRY[spec["paper"]].objective.partition(":")
-    return getattr(importlib.import_module(module), name)(spec, device_of(core.accelerator_of(spec)))
+    return stage_function(REGISTRY[spec["paper"]].objective)(spec, device_of(core.accelerator_of(spec)))
 
 
 def optimisation_of(spec: dict, steps: int | None = None) -> core.Optimisation:

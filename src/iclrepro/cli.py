@@ -9,14 +9,13 @@ workflow/scripts/ (run_stage.py, run_batch.py), not through this command line.
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.metadata
 import os
 import sys
 from pathlib import Path
 
 from iclrepro.errors import IclreproError
-from iclrepro.papers import REGISTRY
+from iclrepro.papers import REGISTRY, stage_function
 
 # What a results directory holds once a run has stored anything (store.Layout): a directory
 # with other things and none of these is a mistyped --results (results/cells, say)
@@ -194,8 +193,7 @@ def _predict(args) -> None:
     paper = store.read_json(cell_dir / "spec.json").get("spec", {}).get("paper")
     if paper not in REGISTRY:
         raise IclreproError(f"{cell_dir / 'spec.json'}: names no known paper ({paper!r}); is {cell_dir} a cell?")
-    module, _, function = REGISTRY[paper].predict.partition(":")
-    getattr(importlib.import_module(module), function)(args.cell_dir, args.prompts, args.out)
+    stage_function(REGISTRY[paper].predict)(args.cell_dir, args.prompts, args.out)
 
 
 def _count(text: str) -> int:

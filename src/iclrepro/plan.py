@@ -19,7 +19,7 @@ from pathlib import Path
 
 from iclrepro import store
 from iclrepro.errors import IclreproError
-from iclrepro.papers import REGISTRY
+from iclrepro.papers import REGISTRY, stage_function
 
 STAGES = ("data", "train", "theory", "tidy", "draw", "claims")
 
@@ -118,9 +118,8 @@ def run(payload: dict, results: str, **kwargs):
         store.write_json(payload, layout.index(node.id))
     if node.stage in NEEDS_RESULTS:
         kwargs["results"] = results
-    module, _, function = node.entry().partition(":")
     try:
-        getattr(importlib.import_module(module), function)(node.spec, node.id, **kwargs)
+        stage_function(node.entry())(node.spec, node.id, **kwargs)
     except store.StoreError as err:   # a damaged or missing input: verify says what to delete
         raise store.StoreError(f"{err} (`iclrepro verify` names each damaged stored file and what to delete "
                                "to remake it)") from err   # the log keeps where the read failed

@@ -8,6 +8,8 @@ stage modules keep their imports narrow (a figure module never imports training 
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 
@@ -39,6 +41,13 @@ def conventional(paper: str, objective: str, **other_places: str) -> PaperStages
         draw=f"iclrepro.figures.{paper}:draw",
         claims=f"iclrepro.evaluation.{paper}:claims",
     ), **other_places)
+
+
+def stage_function(entry: str) -> Callable:
+    """The function a `module:function` entry names; its module is imported only now, so a job
+    imports what its own stage needs and no more."""
+    module, _, function = entry.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 REGISTRY: dict[str, PaperStages] = {
