@@ -10,7 +10,9 @@
 * ensemble_speedup_quick: per paper, its largest quick cell's seeds as one ensemble vs one by one;
 * steps_per_s: per paper, the largest quick-scale cell's model through the Lightning path;
 * dryrun_s_10k_cells: parse + `snakemake -n` of a synthetic 10,000-cell config;
-* peak_rss_mb: per rule kind, from the Snakemake benchmark records of the last run;
+* peak_rss_mb: per rule kind, the largest in Snakemake's benchmark records under results/ (a
+  job's record stays until that job runs again, so after runs at two scales it is the larger
+  of their peaks);
 * with --pipeline: the quick pipeline from scratch with 2 cores and with 1 core, and how busy
   the cores were in each (summed job time over cores x wall time);
 * with --kills N: the smoke pipeline SIGKILLed N times at random moments, each time
@@ -264,8 +266,9 @@ def benchmark_rows(results: Path):
 
 
 def peak_rss_mb(results: Path) -> dict[str, float]:
-    """Largest max_rss (MB) per rule kind in Snakemake's benchmark records of the last run.
-    A job too short to be sampled has "NA" there, or 0.00 in Snakemake 9: it is left out."""
+    """Largest max_rss (MB) per rule kind in Snakemake's benchmark records, of every run whose
+    jobs' records are still there (a rerun of a job replaces its own). A job too short to be
+    sampled has "NA" there, or 0.00 in Snakemake 9: it is left out."""
     peaks: dict[str, float] = {}
     for kind, row in benchmark_rows(results):
         try:
