@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -116,6 +117,29 @@ def written_claims(workdir: Path, paper: str):
     assert table.startswith("# Claim verdicts (smoke scale)\n")   # the end-to-end runs are smoke's
     assert all(claim_id in table for claim_id in claims["claim_id"])
     return claims
+
+
+def assert_paper_written(workdir: Path, paper: str, columns: dict[str, set], claims: int) -> None:
+    """Every figure of a paper, with the tidy columns `columns` names for it, and its `claims`
+    verdicts, which between them cover every figure."""
+    from iclrepro.papers import REGISTRY
+
+    figures = importlib.import_module(REGISTRY[paper].planner).FIGURES
+    assert sorted(columns) == sorted(figures)
+    assert_figures_written(workdir, paper, columns)
+    verdicts = written_claims(workdir, paper)
+    assert len(verdicts) == claims and set(verdicts["figure"]) == set(figures)
+
+
+def complete_cells(workdir: Path, paper: str) -> dict:
+    """A paper's smoke cells, by id, each checked to hold exactly a stored cell's files."""
+    from iclrepro import store
+
+    cells = smoke_plan(workdir, paper).cells
+    for node_id in cells:
+        assert sorted(path.name for path in (workdir / "results" / "cells" / node_id).iterdir()) == \
+            sorted(store.CELL_FILES), node_id
+    return cells
 
 
 def stored_metrics(workdir: Path, node_id: str):

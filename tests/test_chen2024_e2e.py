@@ -6,15 +6,14 @@ import pandas as pd
 import pytest
 
 from conftest import (
-    assert_figures_written,
+    assert_paper_written,
     assert_plotting_change_only_redraws,
     cli,
+    complete_cells,
     mean_squared_error,
     smoke_plan,
     stored_metrics,
-    written_claims,
 )
-from iclrepro import store
 from iclrepro.papers.chen2024 import FIGURES
 
 pytestmark = pytest.mark.e2e
@@ -31,9 +30,7 @@ COLUMNS = {
 
 
 def test_every_figure_and_the_claims_are_written(workdir):
-    assert_figures_written(workdir, "chen2024", {name: COLUMNS[name] for name in FIGURES})
-    claims = written_claims(workdir, "chen2024")
-    assert len(claims) == 9 and set(claims["figure"]) == set(FIGURES)
+    assert_paper_written(workdir, "chen2024", COLUMNS, claims=9)
 
 
 def test_tidy_data_records_models_and_tuned_baselines(workdir):
@@ -53,11 +50,7 @@ def test_tidy_data_records_models_and_tuned_baselines(workdir):
 
 
 def test_cells_are_complete(workdir):
-    cells = smoke_plan(workdir, "chen2024").cells
-    assert len(cells) == 4
-    for node_id in cells:
-        cell = workdir / "results" / "cells" / node_id
-        assert sorted(p.name for p in cell.iterdir()) == sorted(store.CELL_FILES)
+    assert len(complete_cells(workdir, "chen2024")) == 4
 
 
 def test_cli_lists_and_predicts(workdir, tmp_path):

@@ -6,14 +6,13 @@ import pandas as pd
 import pytest
 
 from conftest import (
-    assert_figures_written,
+    assert_paper_written,
     assert_plotting_change_only_redraws,
     cli,
+    complete_cells,
     smoke_plan,
     stored_metrics,
-    written_claims,
 )
-from iclrepro import store
 from iclrepro.papers.deora2023 import FIGURES
 
 pytestmark = pytest.mark.e2e
@@ -31,9 +30,7 @@ COLUMNS = {
 
 
 def test_every_figure_and_the_claims_are_written(workdir):
-    assert_figures_written(workdir, "deora2023", {name: COLUMNS[name] for name in FIGURES})
-    claims = written_claims(workdir, "deora2023")
-    assert len(claims) == 11 and set(claims["figure"]) == set(FIGURES)
+    assert_paper_written(workdir, "deora2023", COLUMNS, claims=11)
 
 
 def test_tidy_data_hold_margins_and_theory_lines(workdir):
@@ -50,10 +47,7 @@ def test_tidy_data_hold_margins_and_theory_lines(workdir):
 
 
 def test_cells_are_complete(workdir):
-    cells = smoke_plan(workdir, "deora2023").cells
-    for node_id in cells:
-        cell = workdir / "results" / "cells" / node_id
-        assert sorted(p.name for p in cell.iterdir()) == sorted(store.CELL_FILES)
+    complete_cells(workdir, "deora2023")
 
 
 def test_cli_lists_and_predicts(workdir, tmp_path):

@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 
 from conftest import (
-    assert_figures_written,
+    assert_paper_written,
     assert_plotting_change_only_redraws,
     cli,
+    complete_cells,
     mean_squared_error,
     smoke_plan,
     stored_metrics,
-    written_claims,
 )
 from iclrepro.papers.fu2023 import FIGURES
 
@@ -24,9 +24,7 @@ COLUMNS = {"A": CURVES, "B": CURVES, "C": CURVES,
 
 
 def test_every_figure_and_the_claims_are_written(workdir):
-    assert_figures_written(workdir, "fu2023", COLUMNS)
-    claims = written_claims(workdir, "fu2023")
-    assert len(claims) == 6 and set(claims["figure"]) == set(FIGURES)
+    assert_paper_written(workdir, "fu2023", COLUMNS, claims=6)
 
 
 def test_tidy_data_pairs_the_models(workdir):
@@ -40,6 +38,10 @@ def test_tidy_data_pairs_the_models(workdir):
     # Phi Phi^T approaches K_RFA as M grows (error ~ M^-1/2): every seed's largest M beats its smallest
     gram = d[d["source"] == "finite M"].pivot(index="seed", columns="M", values="gram_error")
     assert len(gram.columns) >= 2 and (gram[gram.columns.max()] < gram[gram.columns.min()]).all(), gram
+
+
+def test_cells_are_complete(workdir):
+    complete_cells(workdir, "fu2023")
 
 
 def test_cli_lists_and_predicts(workdir, tmp_path):

@@ -24,13 +24,13 @@ from conftest import (
     assert_plotting_change_only_redraws,
     cli,
     cli_command,
+    complete_cells,
     mean_squared_error,
     smoke_plan,
     snakemake,
     stored_metrics,
     written_claims,
 )
-from iclrepro import store
 from iclrepro.papers.cui2024 import FIGURES
 
 pytestmark = pytest.mark.e2e
@@ -65,9 +65,7 @@ def test_tidy_data_has_trained_theory_and_baseline_rows(workdir):
 
 
 def test_cells_are_complete_and_readable(workdir):
-    for node_id in smoke_plan(workdir, "cui2024").cells:
-        cell = workdir / "results" / "cells" / node_id
-        assert sorted(p.name for p in cell.iterdir()) == sorted(store.CELL_FILES)
+    complete_cells(workdir, "cui2024")
 
 
 def test_cli_lists_cells_as_done(workdir):

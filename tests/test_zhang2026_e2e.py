@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import assert_figures_written, assert_plotting_change_only_redraws, cli, smoke_plan, written_claims
-from iclrepro import store
+from conftest import assert_paper_written, assert_plotting_change_only_redraws, cli, complete_cells, smoke_plan
 from iclrepro.models import zhang2026 as models
 from iclrepro.papers.zhang2026 import FIGURES
 from iclrepro.tasks import zhang2026 as tasks
@@ -30,9 +29,7 @@ COLUMNS = {
 
 
 def test_every_figure_and_the_claims_are_written(workdir):
-    assert_figures_written(workdir, "zhang2026", {name: COLUMNS[name] for name in FIGURES})
-    claims = written_claims(workdir, "zhang2026")
-    assert len(claims) == 10 and set(claims["figure"]) == set(FIGURES)
+    assert_paper_written(workdir, "zhang2026", COLUMNS, claims=10)
 
 
 def test_tidy_data_compares_the_model_with_ngd(workdir):
@@ -45,12 +42,10 @@ def test_tidy_data_compares_the_model_with_ngd(workdir):
 
 
 def test_cells_are_complete_with_their_snapshots(workdir):
-    cells = smoke_plan(workdir, "zhang2026").cells
+    cells = complete_cells(workdir, "zhang2026")
     assert len(cells) == 3
     for node_id, node in cells.items():
-        cell = workdir / "results" / "cells" / node_id
-        assert sorted(p.name for p in cell.iterdir()) == sorted(store.CELL_FILES)
-        kept = models.load_cell(cell)[2]
+        kept = models.load_cell(workdir / "results" / "cells" / node_id)[2]
         assert sorted(kept) == node.spec["training"]["optimisation"]["snapshots"]
 
 
