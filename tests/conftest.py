@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import subprocess
@@ -122,9 +121,9 @@ def written_claims(workdir: Path, paper: str):
 def assert_paper_written(workdir: Path, paper: str, columns: dict[str, set], claims: int) -> None:
     """Every figure of a paper, with the tidy columns `columns` names for it, and its `claims`
     verdicts, which between them cover every figure."""
-    from iclrepro.papers import REGISTRY
+    from iclrepro import plan
 
-    figures = importlib.import_module(REGISTRY[paper].planner).FIGURES
+    figures = plan.planner(paper).FIGURES
     assert sorted(columns) == sorted(figures)
     assert_figures_written(workdir, paper, columns)
     verdicts = written_claims(workdir, paper)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib
 import subprocess
 import sys
 
 import pytest
 
 from conftest import plan_paper
-from iclrepro import config
+from iclrepro import config, plan
 from iclrepro.papers import REGISTRY, cui2024, stage_function
 from iclrepro.plan import PlanError
 
@@ -59,7 +58,7 @@ def test_every_stage_entry_names_a_function(paper):
 @pytest.mark.parametrize("paper", sorted(REGISTRY))
 def test_every_paper_plans_every_figure_and_its_claims_at_every_scale(raw, schema, paper, scale):
     built = plan_paper(raw, schema, paper, scale)
-    figures = importlib.import_module(REGISTRY[paper].planner).FIGURES
+    figures = plan.planner(paper).FIGURES
     assert sorted(built.nodes["draw"]) == sorted(f"{paper}/{name}" for name in figures)
     assert list(built.nodes["claims"]) == [f"{paper}/{paper}"]
 
@@ -74,13 +73,11 @@ def test_a_target_outside_the_plan_names_what_is_planned(raw, schema, stage, key
         plan_paper(raw, schema, "cui2024", "smoke").get(stage, key)
 
 
-def batch_contents(plan) -> dict[str, set[str]]:
-    return {batch_id: {member.id for member in batch.members} for batch_id, batch in plan.batches.items()}
+def batch_contents(built) -> dict[str, set[str]]:
+    return {batch_id: {member.id for member in batch.members} for batch_id, batch in built.batches.items()}
 
 
 def test_batches_hold_cells_of_the_same_tables_and_a_change_moves_only_theirs(root):
-    from iclrepro import config, plan
-
     overrides = {"scale": "quick", "papers": ["cui2024"], "batch_size": 3}
     before = plan.build(config.load(root / "config.yaml", overrides, root))
     consumers = before.consumers()
