@@ -38,6 +38,8 @@ def test_a_cui2024_scenario_setting_its_family_ignores_is_named(raw, schema, sce
     (lambda c: c.update(threads=0), r"config threads: 0 is less than the minimum"),
     (lambda c: c["cui2024"]["training"].update(lr={"full": "1e-3x", "reduced": 0.01}),
      r"config cui2024.training.lr.full: '1e-3x' is not of type 'number'"),
+    (lambda c: c["cui2024"]["scales"]["smoke"]["training"].update(lr="1e-3"),
+     r"config cui2024.training.lr \(scale smoke\): '1e-3' is not of type 'object' \(a map of full, reduced\)"),
     (lambda c: c["chen2024"]["model"].update(mlp="ja"), r"config chen2024.model.mlp: 'ja' is not of type 'boolean'"),
     (lambda c: c["cui2024"]["training"].update(stpes=3), r"config cui2024.training: .*'stpes' was unexpected"),
     (lambda c: c["cui2024"]["scenarios"]["base"].update(d=-1), r"config cui2024.scenarios.base.d: -1 is less"),

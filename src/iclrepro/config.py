@@ -79,7 +79,14 @@ def _raise_first(schema: dict, instance, prefix: tuple, where: str = "") -> None
     if errors:
         error = jsonschema.exceptions.best_match(errors)
         path = _dotted(prefix + tuple(error.absolute_path))
-        raise ConfigError(f"config {path}{where}: {error.message}")
+        raise ConfigError(f"config {path}{where}: {error.message}{_expected_keys(error)}")
+
+
+def _expected_keys(error: jsonschema.ValidationError) -> str:
+    """Where a single value stands for a map of settings (cui2024's `lr: {full, reduced}`),
+    the keys the map takes: the bare "is not of type 'object'" leaves the reader to find them."""
+    keys = error.schema.get("properties") if (error.validator, error.validator_value) == ("type", "object") else None
+    return f" (a map of {', '.join(keys)})" if keys else ""
 
 
 def normalise_papers(papers):
