@@ -24,6 +24,8 @@ def test_cell_status_from_files_and_log(tmp_path):
     assert integrity.cell_status(layout, "a" * 16, log) == "pending"
     log.write_text("cell a: step 100/1000\n")
     assert integrity.cell_status(layout, "a" * 16, log) == "running"
+    log.write_text("UserWarning: this will raise a ValueError in a future release\ncell a: step 200/1000\n")
+    assert integrity.cell_status(layout, "a" * 16, log) == "running"
     os.utime(log, (0, 0))
     assert integrity.cell_status(layout, "a" * 16, log) == "interrupted"
     log.write_text("Traceback (most recent call last):\nDivergenceError: cell a: training loss is nan\n")

@@ -233,14 +233,15 @@ STALE_SECONDS = 600
 
 
 def cell_status(layout: store.Layout, node_id: str, log: Path) -> str:
-    """done, failed (the job's log shows an error), running, interrupted (its job ended on
-    this machine, or its log is stale) or pending."""
+    """done, failed (the job's log holds the traceback batch.run_member writes for an error),
+    running, interrupted (its job ended on this machine, or its log is stale) or pending.
+    A warning that mentions an error (a library's deprecation notice) is no failure."""
     if Path(layout.cell(node_id)).is_file():
         return "done"
     if not log.is_file():
         return "pending"
     text = log.read_text(errors="replace")
-    if "Traceback" in text or "Error" in text:
+    if "Traceback (most recent call last)" in text:
         return "failed"
     stale = time.time() - log.stat().st_mtime >= STALE_SECONDS
     return "interrupted" if stale or batch.job_gone(text) else "running"
