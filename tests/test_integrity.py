@@ -49,6 +49,32 @@ def test_a_fresh_log_whose_job_ended_on_this_machine_is_interrupted(tmp_path, mo
     assert integrity.cell_status(layout, cell, log) == "running"  # another machine's job cannot be told
 
 
+@pytest.mark.parametrize("squeue, status", [
+    ("echo CANCELLED", "interrupted"),
+    ("echo TIMEOUT", "interrupted"),
+    ("echo RUNNING", "running"),
+    ("echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1", "interrupted"),   # forgotten
+    ("echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1", "running"),
+    (None, "running")])   # no squeue on this machine
+def test_a_fresh_log_of_a_slurm_job_on_a_cluster_node_asks_squeue(tmp_path, monkeypatch, squeue, status):
+    """A cell's log names its SLURM job; a job cancelled or timed out on a node is interrupted at once."""
+    layout, cell = store.Layout(str(tmp_path)), "a" * 16
+    monkeypatch.setattr(plan, "run", lambda *args, **kwargs: None)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    batch.run_member({"stage": "train", "id": cell, "data": []}, layout, threads=1)
+    log = Path(layout.log("train", cell))
+    assert log.read_text().startswith(f"iclrepro: job {os.getpid()} on {socket.gethostname()} in SLURM job 4242\n")
+    log.write_text(log.read_text().replace(f" on {socket.gethostname()}", " on a-cluster-node"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if squeue is not None:
+        (bin_dir / "squeue").write_text(f"#!/bin/sh\n{squeue}\n")
+        (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    batch._slurm_job_ended.cache_clear()   # an answer is kept per job id for one `iclrepro cells`
+    assert integrity.cell_status(layout, cell, log) == status
+
+
 @pytest.mark.parametrize("name,text,complaint", [
     ("index/aaaaaaaaaaaaaaaa.json", '{"id": "aaaaaaaaaaaaaaaa", "spec": {}}',
      "unreadable identity record (without stage, inputs, name, source)"),

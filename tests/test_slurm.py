@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, SMOKE, copy_workflow, snakemake
-from iclrepro import integrity
+from iclrepro import batch, integrity
 
 pytestmark = pytest.mark.e2e
 
@@ -71,5 +72,11 @@ def test_smoke_of_every_paper_through_slurm_equals_the_local_run(slurm_cluster, 
     assert len(list(slurm_logs.rglob("*.log"))) >= len(job_ids)
     # the figures are drawn in several jobs side by side, not all in one job in turn
     assert len(list(slurm_logs.glob("group_figures*/*.log"))) > 1
+
+    # a cell's log names the SLURM job it ran in, and squeue shows that job ended, as
+    # `iclrepro cells` asks it for a log written on another node
+    cell_log = next((workdir / "results" / "logs" / "train").glob("*.log")).read_text()
+    assert batch.JOB_LINE.match(cell_log).group(3) in job_ids, cell_log.splitlines()[0]
+    assert batch.job_gone(cell_log.replace(f" on {socket.gethostname()}", " on a-cluster-node"))
 
     assert integrity.result_differences(smoke_run / "results", workdir / "results") == []

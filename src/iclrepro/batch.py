@@ -12,9 +12,11 @@ written only when every member is done.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import socket
+import subprocess
 import time
 import traceback
 from pathlib import Path
@@ -34,17 +36,37 @@ def member_arguments(payload: dict, layout: store.Layout, threads: int) -> dict:
             "out_dir": layout.cell_dir(payload["id"]), "threads": threads}
 
 
-JOB_LINE = re.compile(r"iclrepro: job (\d+) on (\S+)\n")
+# A member log's first line: the process, its machine and, under SLURM, the SLURM job
+JOB_LINE = re.compile(r"iclrepro: job (\d+) on (\S+)(?: in SLURM job (\d+))?\n")
+
+# The states of a job that still holds, or waits for, its allocation. An ended job
+# (COMPLETED, CANCELLED, TIMEOUT, ...) squeue leaves out by default, and once MinJobAge has
+# passed it no longer knows its id at all.
+SLURM_ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING",
+                       "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SIGNALING", "STAGE_OUT"}
+
+
+def job_line() -> str:
+    slurm_job = os.environ.get("SLURM_JOB_ID")
+    in_slurm = f" in SLURM job {slurm_job}" if slurm_job else ""
+    return f"iclrepro: job {os.getpid()} on {socket.gethostname()}{in_slurm}"
 
 
 def job_gone(log_text: str) -> bool:
-    """Whether the job a member's log names ran on this machine and has ended (killed, as
-    it wrote no error); a job on another machine, a cluster node, cannot be told."""
+    """Whether the job a member's log names has ended (killed, as it wrote no error): a
+    process on this machine, or a SLURM job on a cluster node that squeue shows ended. A job
+    on another machine outside SLURM, or where squeue does not answer, cannot be told."""
     job = JOB_LINE.match(log_text)
-    if job is None or job.group(2) != socket.gethostname():
+    if job is None:
         return False
+    if job.group(2) == socket.gethostname():
+        return _process_gone(int(job.group(1)))
+    return job.group(3) is not None and _slurm_job_ended(job.group(3))
+
+
+def _process_gone(pid: int) -> bool:
     try:
-        os.kill(int(job.group(1)), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, under another user
@@ -52,12 +74,25 @@ def job_gone(log_text: str) -> bool:
     return False
 
 
+@functools.cache  # the members of a batch share its job: one squeue each
+def _slurm_job_ended(job_id: str) -> bool:
+    try:
+        found = subprocess.run(["squeue", "--noheader", "--jobs", job_id, "--format", "%T"],
+                               capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):   # no squeue here, or a controller that does not answer
+        return False
+    if found.returncode != 0:   # a forgotten job's id is invalid to it; any other error tells nothing
+        return "Invalid job id" in found.stderr
+    states = set(found.stdout.split())
+    return not states & SLURM_ACTIVE_STATES
+
+
 def run_member(payload: dict, layout: store.Layout, threads: int) -> str | None:
     """Run one member with its output captured in its log; return its error or None."""
     log = Path(layout.log(payload["stage"], payload["id"]))
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
-        print(f"iclrepro: job {os.getpid()} on {socket.gethostname()}", flush=True)  # read by job_gone
+        print(job_line(), flush=True)  # read by job_gone
         try:
             plan.run(payload, layout.root, **member_arguments(payload, layout, threads))
         except Exception as err:  # noqa: BLE001 - reported with its traceback, the batch goes on
