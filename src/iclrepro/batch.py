@@ -54,8 +54,9 @@ def job_line() -> str:
 
 def job_gone(log_text: str) -> bool:
     """Whether the job a member's log names has ended (killed, as it wrote no error): a
-    process on this machine, or a SLURM job on a cluster node that squeue shows ended. A job
-    on another machine outside SLURM, or where squeue does not answer, cannot be told."""
+    process on this machine, or a SLURM job on a cluster node that squeue no longer lists as
+    pending or running. A job on another machine outside SLURM, or where squeue does not
+    answer, cannot be told."""
     job = JOB_LINE.match(log_text)
     if job is None:
         return False

@@ -234,8 +234,8 @@ STALE_SECONDS = 600
 
 def cell_status(layout: store.Layout, node_id: str, log: Path) -> str:
     """done, failed (the job's log holds the traceback batch.run_member writes for an error),
-    running, interrupted (its job ended: on this machine, or a SLURM job squeue shows ended;
-    or its log is stale) or pending.
+    running, interrupted (its job ended: on this machine, or a SLURM job that squeue no longer
+    lists as pending or running; or its log is stale) or pending.
     A warning that mentions an error (a library's deprecation notice) is no failure."""
     if Path(layout.cell(node_id)).is_file():
         return "done"
