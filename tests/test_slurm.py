@@ -73,8 +73,8 @@ def test_smoke_of_every_paper_through_slurm_equals_the_local_run(slurm_cluster, 
     # the figures are drawn in several jobs side by side, not all in one job in turn
     assert len(list(slurm_logs.glob("group_figures*/*.log"))) > 1
 
-    # a cell's log names the SLURM job it ran in, and squeue shows that job ended, as
-    # `iclrepro cells` asks it for a log written on another node
+    # a cell's log names the SLURM job it ran in, and squeue no longer lists that job as
+    # pending or running, as `iclrepro cells` asks it for a log written on another node
     cell_log = next((workdir / "results" / "logs" / "train").glob("*.log")).read_text()
     assert batch.JOB_LINE.match(cell_log).group(3) in job_ids, cell_log.splitlines()[0]
     assert batch.job_gone(cell_log.replace(f" on {socket.gethostname()}", " on a-cluster-node"))
