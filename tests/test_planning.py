@@ -93,6 +93,25 @@ def test_batches_hold_cells_of_the_same_tables_and_a_change_moves_only_theirs(ro
     assert set(before.batches) - set(after.batches)  # the old noisy cells' batches are gone
 
 
+@pytest.mark.parametrize("accelerator", ["cpu", "cuda"])
+def test_a_groups_runtime_is_spread_over_its_batches(root, accelerator):
+    """A SLURM job asks for its batch's runtimes summed. Dealt in id order, fu2023's paper-scale
+    cells put 609 minutes in one batch of a group averaging 299 (longest cell 196), and cui2024's
+    273 in one averaging 151: each group's largest batch now holds no more than its share and
+    one cell."""
+    resolved = config.load(root / "config.yaml", {"scale": "paper", "accelerator": accelerator}, root)
+    built = plan.build(resolved)
+    consumers, groups = built.consumers(), {}
+    for batch in built.batches.values():
+        assert 1 <= len(batch.members) <= resolved["batch_size"]
+        runtimes = [plan.planner(batch.paper).resources(member)["runtime"] for member in batch.members]
+        groups.setdefault((batch.paper, consumers[batch.members[0].id]), []).append((sum(runtimes), max(runtimes)))
+    for (paper, tables), batches in groups.items():
+        share = sum(runtime for runtime, _ in batches) / len(batches)
+        longest_cell = max(longest for _, longest in batches)
+        assert max(runtime for runtime, _ in batches) <= share + longest_cell, (paper, tables, batches)
+
+
 def test_a_cui2024_cell_asks_memory_for_making_and_reading_its_test_set(raw, schema):
     """A test set of 283 MB (20,000 prompts at D = 320) took 1.3 GB to make and read (Parquet), where
     the paper scale's largest cell trains in 0.2 GB: its job peaked at 1.9 GB, asking for 1.2 GB."""
