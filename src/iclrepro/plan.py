@@ -13,6 +13,7 @@ id included, as a param, so Snakemake reruns them exactly when the id changes.
 
 from __future__ import annotations
 
+import heapq
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,12 +245,12 @@ def deal_by_runtime(cells: list[Node], size: int) -> list[tuple[Node, ...]]:
     every reading of the config."""
     runtime = {cell.id: planner(cell.paper).resources(cell)["runtime"] for cell in cells}
     batches: list[list[Node]] = [[] for _ in range(-(-len(cells) // size))]
-    loads = [0] * len(batches)
+    with_room = [(0, 0, i) for i in range(len(batches))]  # (runtime so far, cells, index): a heap
     for cell in sorted(cells, key=lambda c: (-runtime[c.id], c.id)):
-        lightest = min((i for i, batch in enumerate(batches) if len(batch) < size),
-                       key=lambda i: (loads[i], len(batches[i]), i))
+        load, held, lightest = heapq.heappop(with_room)
         batches[lightest].append(cell)
-        loads[lightest] += runtime[cell.id]
+        if held + 1 < size:
+            heapq.heappush(with_room, (load + runtime[cell.id], held + 1, lightest))
     return [tuple(sorted(batch, key=lambda c: c.id)) for batch in batches]
 
 
