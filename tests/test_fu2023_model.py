@@ -116,6 +116,27 @@ def test_ridge_path_matches_a_direct_solve(n, D):
         assert torch.allclose(ridge.ridge_weights(Phi, y, lam), direct, atol=1e-8)   # select's refit
 
 
+@pytest.mark.parametrize("n,D", [(50, 12), (40, 60), (20, 18)])   # primal; dual; dual fit, primal refit
+def test_select_chooses_and_refits_as_direct_solves_do(n, D):
+    """The penalty chosen on the last quarter of the rows, each fitted on the rest, then the
+    refit on all rows, against normal equations solved directly: also in the dual form, where
+    `select` takes the fitted rows' Gram matrix as a block of all rows'."""
+    generator = torch.Generator().manual_seed(D)
+    Phi = torch.randn(n, D, generator=generator)
+    y = torch.randn(n, generator=generator, dtype=torch.float64)
+    lambdas = [1e-3, 1e-1, 10.0]
+
+    def direct(P, targets, lam):
+        return torch.linalg.solve(P.T @ P + len(P) * lam * torch.eye(D, dtype=torch.float64), P.T @ targets)
+
+    P, (fit, check) = Phi.double(), ridge.split(n, 0.25)
+    errors = [float(((P[check] @ direct(P[fit], y[fit], lam) - y[check]) ** 2).mean()) for lam in lambdas]
+    chosen = ridge.select(Phi, y, lambdas, 0.25)
+    assert chosen.validation_mse == pytest.approx(errors, rel=1e-8)
+    assert chosen.lam == lambdas[errors.index(min(errors))]
+    assert torch.allclose(chosen.weights, direct(P, y, chosen.lam), atol=1e-8)
+
+
 def test_a_shift_that_leaves_no_cholesky_factor_is_solved_by_the_eigendecomposition():
     """diag(1, -1) + 0.5 I is not positive definite (as rounding can leave a Gram matrix with
     a penalty far below its error): the solve still answers (G + shift I)^{-1} b."""
