@@ -20,9 +20,10 @@ RIDGE_BLOCK_ROWS = 4096  # baselines.ridge.BLOCK_ROWS (not imported: planning st
 
 def peak_bytes(n: int, D: int) -> int:
     """Largest memory of one seed's fit (baselines/ridge.py), an upper bound: float32 features
-    (n, D), up to two row blocks of them in float64 for the Gram product, and the float64 Gram
-    matrix of the smaller side, its eigenvectors and LAPACK's divide-and-conquer workspace
-    (about two more such matrices)."""
+    (n, D), up to two row blocks of them in float64 for the Gram product, and four float64
+    matrices the size of the Gram matrix of the smaller side: it, and for each penalty its
+    shifted copy and Cholesky factor (or, where rounding leaves none, eigenvectors and LAPACK's
+    workspace: the bound of the eigendecompositions the fits did before)."""
     float64_rows = min(n, 2 * RIDGE_BLOCK_ROWS)
     return 4 * n * D + 8 * float64_rows * D + 4 * 8 * min(n, D) ** 2
 
@@ -130,9 +131,9 @@ def resources(cell: plan.Node) -> dict:
     """Memory (MB) and runtime (minutes) a cell asks the scheduler for, from its size.
 
     Per seed: features cost about n * width * (N+1) * (d+1) flops (attention scores), the
-    solve about 2 * min(n, D)^2 * max(n, D) + 10 min(n, D)^3 (two Gram products, the
-    selection's eigendecomposition and the refit's Cholesky factorization, counted as the
-    eigendecomposition it replaced: an over-count that keeps the calibration below);
+    solve about 2 * min(n, D)^2 * max(n, D) + 10 min(n, D)^3, the count of two Gram products
+    and two eigendecompositions: more than a fit does (one Gram product in the dual form and
+    a Cholesky factorization per penalty), an over-count that keeps the calibration below;
     at 1e10 flops/s on one core (the quick scale's training jobs did 1.3-2.2e10 by this
     count, imports and data included), 3x margin, a 5-minute floor. Memory: peak_bytes
     plus 1 GB for the interpreter.

@@ -9,8 +9,8 @@ cell uses training set s of the cell's data and random weights drawn from the se
 "features" stream, so RFA and BRFA cells with the same seeds share G_m (spec §4) and
 every model of a (target, n) sees the same training sets. Fits run on the CPU whatever the
 config's accelerator says (the `device` argument is the objective interface's): a fit is
-a float64 eigendecomposition and a Cholesky factorization per seed, not a loop of small
-steps. A cell's log gets a line per seed fitted: a paper-scale fit takes minutes per seed,
+a float64 Gram matrix and a Cholesky factorization per penalty and seed, not a loop of
+small steps. A cell's log gets a line per seed fitted: a paper-scale fit takes minutes per seed,
 and a log left untouched for ten minutes would read as an ended job (`iclrepro cells`).
 """
 
