@@ -103,8 +103,8 @@ def ridge_path(Phi: torch.Tensor, y: torch.Tensor, lambdas: list[float]) -> torc
 
 
 def ridge_weights(Phi: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
-    """Weights (D,) for one penalty, as `ridge_path` but by a Cholesky factorization."""
-    return _in_the_smaller_form(Phi, y, lambda G, b: shifted_solve(G, b, len(Phi) * lam).unsqueeze(1))[:, 0]
+    """Weights (D,) for one penalty: `ridge_path` of a one-penalty grid."""
+    return ridge_path(Phi, y, [lam])[0]
 
 
 def predict(Phi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

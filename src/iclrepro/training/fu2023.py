@@ -10,8 +10,9 @@ cell uses training set s of the cell's data and random weights drawn from the se
 every model of a (target, n) sees the same training sets. Fits run on the CPU whatever the
 config's accelerator says (the `device` argument is the objective interface's): a fit is
 a float64 Gram matrix and a Cholesky factorization per penalty and seed, not a loop of
-small steps. A cell's log gets a line per seed fitted: a paper-scale fit takes minutes per seed,
-and a log left untouched for ten minutes would read as an ended job (`iclrepro cells`).
+small steps. A cell's log gets a line per seed fitted: a paper-scale fit takes a minute or
+more per seed, and a log left untouched for ten minutes would read as an ended job
+(`iclrepro cells`).
 """
 
 from __future__ import annotations
