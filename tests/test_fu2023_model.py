@@ -102,6 +102,11 @@ def test_harmonics_dimensions():
     assert theory.harmonics_dim(8, 2) == 1 + 8 + 35
 
 
+def normal_equations(P: torch.Tensor, targets: torch.Tensor, lam: float) -> torch.Tensor:
+    """Ridge weights (P^T P + n lam I)^{-1} P^T y solved directly, in float64."""
+    return torch.linalg.solve(P.T @ P + len(P) * lam * torch.eye(P.shape[1], dtype=torch.float64), P.T @ targets)
+
+
 @pytest.mark.parametrize("n,D", [(50, 12), (12, 50)])   # primal and dual forms
 def test_ridge_path_matches_a_direct_solve(n, D):
     generator = torch.Generator().manual_seed(n)
@@ -111,7 +116,7 @@ def test_ridge_path_matches_a_direct_solve(n, D):
     path = ridge.ridge_path(Phi, y, lambdas)
     P = Phi.double()
     for weights, lam in zip(path, lambdas, strict=True):
-        direct = torch.linalg.solve(P.T @ P + n * lam * torch.eye(D, dtype=torch.float64), P.T @ y)
+        direct = normal_equations(P, y, lam)
         assert torch.allclose(weights, direct, atol=1e-8)
         assert torch.allclose(ridge.ridge_weights(Phi, y, lam), direct, atol=1e-8)   # select's refit
 
@@ -125,16 +130,12 @@ def test_select_chooses_and_refits_as_direct_solves_do(n, D):
     Phi = torch.randn(n, D, generator=generator)
     y = torch.randn(n, generator=generator, dtype=torch.float64)
     lambdas = [1e-3, 1e-1, 10.0]
-
-    def direct(P, targets, lam):
-        return torch.linalg.solve(P.T @ P + len(P) * lam * torch.eye(D, dtype=torch.float64), P.T @ targets)
-
     P, (fit, check) = Phi.double(), ridge.split(n, 0.25)
-    errors = [float(((P[check] @ direct(P[fit], y[fit], lam) - y[check]) ** 2).mean()) for lam in lambdas]
+    errors = [float(((P[check] @ normal_equations(P[fit], y[fit], lam) - y[check]) ** 2).mean()) for lam in lambdas]
     chosen = ridge.select(Phi, y, lambdas, 0.25)
     assert chosen.validation_mse == pytest.approx(errors, rel=1e-8)
     assert chosen.lam == lambdas[errors.index(min(errors))]
-    assert torch.allclose(chosen.weights, direct(P, y, chosen.lam), atol=1e-8)
+    assert torch.allclose(chosen.weights, normal_equations(P, y, chosen.lam), atol=1e-8)
 
 
 def test_a_shift_that_leaves_no_cholesky_factor_is_solved_by_the_eigendecomposition():
