@@ -82,4 +82,4 @@ def test_figures_with_margins_ask_the_scheduler_for_what_the_paper_scale_measure
     asks = {re.search(r"name=(\w+)", job).group(1): int(re.search(r"mem_mb=(\d+)", job).group(1))
             for job in dry_run.split("\nrule ")[1:] if job.startswith("tidy:")}
     assert 6.9 * 1024 < asks["E1"] < 16 * 1024 and asks["E5"] >= asks["E4"] >= asks["E1"]
-    assert {asks[name] for name in ("E2", "E3", "hessian")} == {plan.FIGURE_MEM_MB}
+    assert {asks[name] for name in ("E2", "E3", "hessian")} == {plan.FIGURE_RESOURCES["mem_mb"]}

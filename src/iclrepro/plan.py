@@ -69,9 +69,14 @@ def make(stage: str, paper: str, spec: dict, name: str | None = None,
     return Node(stage, paper, spec, name, tuple(inputs), node_id, source)
 
 
-# What a figure's tidy job asks the scheduler for (MB), the SLURM profile's default, unless its
-# paper's planner estimates its tables (`figure_memory`, as deora2023's does for its margins)
-FIGURE_MEM_MB = 2000
+# What a figure's tidy job asks the scheduler for, memory (MB) and runtime (minutes), unless its
+# paper's planner estimates its tables (`figure_resources`: deora2023's for the memory of its
+# margins, chen2024's for the time of its masking passes): the SLURM profile's defaults. Tables
+# that read stored results take seconds to minutes (deora2023's E4, the slowest measured at the
+# paper scale, 10 minutes on one core).
+FIGURE_RESOURCES = {"mem_mb": 2000, "runtime": 30}
+# What a drawing asks for (minutes): it plots its tidy table, in seconds.
+DRAW_RUNTIME = 10
 
 CONTENT_ADDRESSED = ("data", "train")   # stored under their id, recorded in results/index
 NEEDS_RESULTS = ("tidy", "claims")      # stage functions that read other nodes' outputs
@@ -255,7 +260,7 @@ def deal_by_runtime(cells: list[Node], size: int) -> list[tuple[Node, ...]]:
 
 
 def planner(paper: str):
-    """A paper's planner module: its Planner, describe, resources and optional figure_memory."""
+    """A paper's planner module: its Planner, describe, resources and optional figure_resources."""
     return importlib.import_module(REGISTRY[paper].planner)
 
 
@@ -264,9 +269,11 @@ def describe(paper: str, spec: dict) -> str:
     return planner(paper).describe(spec)
 
 
-def figure_memory(tidy: Node) -> int:
-    """Memory (MB) a figure's tidy job asks the scheduler for: its paper's estimate, else FIGURE_MEM_MB."""
-    return getattr(planner(tidy.paper), "figure_memory", lambda _: FIGURE_MEM_MB)(tidy)
+def figure_resources(tidy: Node) -> dict:
+    """Memory (MB) and runtime (minutes) a figure's tidy job asks the scheduler for: its paper's
+    estimates where its planner makes them, else FIGURE_RESOURCES."""
+    estimates = getattr(planner(tidy.paper), "figure_resources", lambda _: {})(tidy)
+    return {**FIGURE_RESOURCES, **estimates}
 
 
 def build(config: dict) -> Plan:

@@ -75,9 +75,10 @@ def batch_resources(key, combine):
     return of
 
 
-def figure_memory(wildcards):
-    """Resources function: a tidy job's memory, its paper's estimate where the planner has one."""
-    return planning.figure_memory(node("tidy", wildcards))
+def figure_resource(key):
+    """Resources function: a tidy job's memory or runtime (`key`), its paper's estimate where its
+    planner makes one."""
+    return lambda wildcards: planning.figure_resources(node("tidy", wildcards))[key]
 
 
 def payload(stage):

@@ -13,7 +13,8 @@ rule tidy:
         arguments=lambda wildcards, output: {"out": output[0]},
     resources:
         gpu=evaluation_gpus,  # SLURM: --gpus=1 where trained models are evaluated on a GPU
-        mem_mb=figure_memory,
+        mem_mb=figure_resource("mem_mb"),
+        runtime=figure_resource("runtime"),
     conda:
         ENV
     benchmark:
@@ -48,6 +49,8 @@ rule draw:
         caption=figure_caption,
         results=results_root(levels=3),
         arguments=lambda wildcards, input, output: {"tidy": input[0], "out_png": output.png, "out_pdf": output.pdf},
+    resources:
+        runtime=planning.DRAW_RUNTIME,
     conda:
         ENV
     benchmark:

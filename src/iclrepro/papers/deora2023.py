@@ -131,12 +131,12 @@ def resources(cell: plan.Node) -> dict:
 MARGIN_BYTES = 32
 
 
-def figure_memory(tidy: plan.Node) -> int:
+def figure_resources(tidy: plan.Node) -> dict:
     """Memory (MB) a figure's tidy job asks for. The tables with NTK margins (E1, E4, E5; spec
     `margin_iterations`) hold one seed's per-sequence gradients at a time, of their largest cell;
-    the others read stored results."""
+    the others read stored results (plan.FIGURE_RESOURCES)."""
     if "margin_iterations" not in tidy.spec:
-        return plan.FIGURE_MEM_MB
+        return {}
     entries = max(cell.spec["n_train"] * cell.spec["model"]["H"] * (cell.spec["mixture"]["d"] + 1)
                   * cell.spec["mixture"]["d"] for cell in tidy.inputs if cell.stage == "train")
-    return max(plan.FIGURE_MEM_MB, 1000 + int(MARGIN_BYTES * entries / 2**20))
+    return {"mem_mb": max(plan.FIGURE_RESOURCES["mem_mb"], 1000 + int(MARGIN_BYTES * entries / 2**20))}
