@@ -14,6 +14,10 @@ from conftest import (
     smoke_plan,
     stored_metrics,
 )
+from iclrepro import store
+from iclrepro.evaluation import chen2024 as evaluation
+from iclrepro.models import chen2024 as models
+from iclrepro.papers import chen2024 as planner
 from iclrepro.papers.chen2024 import FIGURES
 
 pytestmark = pytest.mark.e2e
@@ -66,6 +70,25 @@ def test_cli_lists_and_predicts(workdir, tmp_path):
     risk = mean_squared_error(predictions, "target", ["seed", "n"])
     metrics = stored_metrics(workdir, node.id).set_index(["seed", "n"])
     assert risk.to_numpy() == pytest.approx(metrics.loc[risk.index, "excess_risk"].to_numpy(), rel=1e-4)
+
+
+@pytest.mark.parametrize(("name", "table"), [("importance", evaluation.importance),
+                                             ("depth_noise", evaluation.probing)])
+def test_a_tables_runtime_ask_counts_the_passes_it_runs(workdir, monkeypatch, name, table):
+    """The tables that run trained models ask SLURM for time by the FLOPs of their passes
+    (planner.table_flops, 24 D^2 L a token): the tokens they put through the models, counted
+    here as they run, are the ones it counts."""
+    counted, hidden = [], models.Transformer.hidden
+
+    def counting(model, z):
+        tokens = len(model.head_mask) * z.shape[-3] * z.shape[-2]   # seeds x prompts x tokens a prompt
+        counted.append(24 * model.s.width ** 2 * model.s.layers * tokens)
+        return hidden(model, z)
+
+    monkeypatch.setattr(models.Transformer, "hidden", counting)
+    node = smoke_plan(workdir, "chen2024").get("tidy", f"chen2024/{name}")
+    table(node.spec, store.Layout(str(workdir / "results")))
+    assert len(counted) > 1 and sum(counted) == planner.table_flops(node)
 
 
 def test_reruns_touch_only_what_changed(workdir):

@@ -56,6 +56,28 @@ def test_gpu_jobs_ask_the_scheduler_for_a_gpu(tmp_path):
     assert ("train", "fu2023", None) in asked
 
 
+def test_tables_that_run_trained_models_ask_for_the_time_their_passes_take(tmp_path):
+    """Measured at the paper scale: a 33-pass masking of 3 seeds over 50,000 prompts took 94 s
+    on an H200 and 125 s per 96 prompts on one CPU thread, so depth_noise's masking alone (7
+    (L, sigma)) takes about 11 minutes there and 5 days here, where the 30 minutes every table
+    asked for would end the job. The other tables read stored results; drawings take seconds."""
+    workflow = copy_workflow(tmp_path)
+
+    def asks(accelerator: str) -> dict:
+        dry_run = snakemake(workflow, "-n", "--config", "scale=paper", "papers=chen2024",
+                            f"accelerator={accelerator}").stdout
+        jobs = [job for job in dry_run.split("\nrule ")[1:] if job.startswith(("tidy:", "draw:"))]
+        found = ((job.split(":")[0], re.search(r"name=(\w+)", job), re.search(r"runtime=(\d+)", job)) for job in jobs)
+        return {(rule, name.group(1)): int(runtime.group(1)) for rule, name, runtime in found}
+
+    cuda, cpu = asks("cuda"), asks("cpu")
+    assert 2 * 11 < cuda["tidy", "depth_noise"] < 4 * 60 and cpu["tidy", "depth_noise"] > 5 * 24 * 60
+    assert cpu["tidy", "importance"] > 3.6 * 60   # 33 passes over 10,000 prompts on one thread
+    reading = {name: ask for (rule, name), ask in cuda.items() if rule == "tidy" and name != "depth_noise"}
+    assert len(reading) == 5 and set(reading.values()) == {plan.FIGURE_RESOURCES["runtime"]}   # importance: 19 s
+    assert {ask for job, ask in cuda.items() if job[0] == "draw"} == {plan.DRAW_RUNTIME}
+
+
 def test_cells_train_with_the_configured_weight_decay(raw, schema):
     built = planned(raw, schema, edit=lambda b: b["training"].update(weight_decay=0.05))
     assert {c.spec["training"]["optimisation"]["weight_decay"] for c in built.cells.values()} == {0.05}

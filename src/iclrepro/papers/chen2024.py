@@ -181,3 +181,55 @@ def resources(cell: plan.Node) -> dict:
         seconds = 3 * 72 * model["width"] ** 2 * model["layers"] * tokens * steps / 5e9
     activations = 40 * 4 * tokens * model["width"] * model["layers"]
     return {"mem_mb": 1000 + int(activations / 2**20), "runtime": max(5, int(seconds / 60) + 1)}
+
+
+# Forward FLOP/s a table's passes over trained models are assumed to run at: a third of what
+# importance and depth_noise's paper-scale masking passes ran at on one NVIDIA H200 (2.7e13:
+# 33 passes of 3 seeds over 50,000 prompts in 94 s, 829a65e) and a quarter of what they ran at
+# on one AVX-512 CPU thread (3.9e10: over 96 prompts in 125 s); benchmarks.md.
+EVAL_FLOPS = {"cuda": 1e13, "cpu": 1e10}
+
+
+def forward_flops(cell: dict, prompts: int) -> float:
+    """FLOPs of one pass of a cell's models (every seed) over `prompts` prompts: two per weight
+    per token, 12 D^2 weights a layer (spec §8), 2n + 1 tokens a prompt (a slight over-count:
+    the last block runs its MLP at the query tokens only)."""
+    tokens = len(cell["seeds"]) * prompts * (2 * cell["task"]["n"] + 1)
+    return 24 * cell["model"]["width"] ** 2 * cell["model"]["layers"] * tokens
+
+
+def masking_flops(cell: dict, prompts: int) -> float:
+    """The full model's pass and one with each head masked (importance by masking)."""
+    return (1 + cell["model"]["layers"] * cell["model"]["heads"]) * forward_flops(cell, prompts)
+
+
+def table_flops(tidy: plan.Node) -> float:
+    """FLOPs of the passes over trained models a table runs: importance masks the main model's
+    heads over the test prompts; depth_noise, per (L, sigma), masks them over the probe prompts
+    (to choose the pruned heads), then runs the full, pruned and single-head models over the
+    probe prompts (the probes' features) and twice over the test prompts (features, outputs).
+    The other tables read stored scores or run no model."""
+    spec, cell = tidy.spec, {node.id: node.spec for node in tidy.inputs if node.stage == "train"}
+    prompts = {node.id: node.spec["prompts"] for node in tidy.inputs if node.stage == "data"}
+    if spec["kind"] == "importance":
+        return masking_flops(cell[spec["cell"]], prompts[spec["data"]])
+    if spec["kind"] != "probing":
+        return 0.0
+    flops = 0.0
+    for variant in spec["variants"]:
+        full, single, probe = cell[variant["full"]], cell[variant["single"]], prompts[variant["probe"]]
+        probed = probe + 2 * prompts[variant["data"]]
+        flops += masking_flops(full, probe) + 2 * forward_flops(full, probed) + forward_flops(single, probed)
+    return flops
+
+
+def figure_resources(tidy: plan.Node) -> dict:
+    """Runtime (minutes) a figure's tidy job asks for: its passes over trained models at
+    EVAL_FLOPS on the tidy spec's device, with a 3x margin, above the default for reading stored
+    results (plan.FIGURE_RESOURCES). At the paper scale depth_noise asks a GPU for 99 minutes
+    (its 7 (L, sigma) pass for about 12 on an H200) and a CPU for 68 days."""
+    flops = table_flops(tidy)
+    if not flops:
+        return {}
+    minutes = 3 * flops / EVAL_FLOPS[tidy.spec["device"]] / 60
+    return {"runtime": max(plan.FIGURE_RESOURCES["runtime"], int(minutes) + 1)}
