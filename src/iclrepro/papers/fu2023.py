@@ -127,20 +127,32 @@ def describe(spec: dict) -> str:
            f"seeds={len(spec['seeds'])}"
 
 
+# FLOP/s a cell is assumed to run at on one core, by resources' count: under half what the paper's
+# sizes ran at on one AVX-512 core (4.1-6.0e10: n = 4096 in 14-17 s a seed, n = 8192 in 53-65 s,
+# 17,000 features, f4d4e81; benchmarks.md), as a core with narrower vector units runs slower
+FIT_FLOPS = 2e10
+
+
+def fit_flops(n: int, D: int, fitting: dict) -> float:
+    """FLOPs of one seed's fit (baselines/ridge.py) on n rows of D features: Gram products of the
+    smaller side, 2 min(n, D)^2 max(n, D) each (in the dual form, n < D, one of all rows; in the
+    primal form one of the fitted rows and one of all), and a Cholesky factorization, min(n, D)^3
+    / 3, per penalty on the fitted rows and once more for the refit on all."""
+    fitted, penalties = 1 - fitting["validation_fraction"], len(fitting["lambdas"])
+    if n < D:
+        return 2 * n**2 * D + (penalties * fitted**3 + 1) * n**3 / 3
+    return 2 * (1 + fitted) * n * D**2 + (penalties + 1) * D**3 / 3
+
+
 def resources(cell: plan.Node) -> dict:
     """Memory (MB) and runtime (minutes) a cell asks the scheduler for, from its size.
 
-    Per seed: features cost about n * width * (N+1) * (d+1) flops (attention scores), the
-    solve about 2 * min(n, D)^2 * max(n, D) + 10 min(n, D)^3, the count of two Gram products
-    and two eigendecompositions: more than a fit does (one Gram product in the dual form and
-    a Cholesky factorization per penalty), an over-count that keeps the calibration below;
-    at 1e10 flops/s on one core (the quick scale's training jobs did 1.3-2.2e10 by this
-    count, imports and data included), 3x margin, a 5-minute floor. Memory: peak_bytes
-    plus 1 GB for the interpreter.
+    Per seed: features cost about n * width * (N+1) * (d+1) flops (attention scores), the fit
+    fit_flops; at FIT_FLOPS, 3x margin, a 5-minute floor (the quick scale's jobs, imports and
+    data included, take under a minute). Memory: peak_bytes plus 1 GB for the interpreter.
     """
     spec = cell.spec
     d, N, n, model = spec["d"], spec["N"], spec["n"], spec["model"]
     D = model["K"] if model["kind"] == "rfmlp" else model["M"] * (d + 1)
-    small, large = min(n, D), max(n, D)
-    flops = len(spec["seeds"]) * (n * D * (N + 1) * (d + 1) + 2 * small**2 * large + 10 * small**3)
-    return {"mem_mb": 1000 + int(peak_bytes(n, D) / 2**20), "runtime": max(5, int(3 * flops / 1e10 / 60) + 1)}
+    flops = len(spec["seeds"]) * (n * D * (N + 1) * (d + 1) + fit_flops(n, D, spec["fitting"]))
+    return {"mem_mb": 1000 + int(peak_bytes(n, D) / 2**20), "runtime": max(5, int(3 * flops / FIT_FLOPS / 60) + 1)}
