@@ -161,12 +161,20 @@ def describe(spec: dict) -> str:
 GPU_STEP_S = {"per_layer": 3.6e-3, "fixed": 1.7e-3}
 
 
+def forward_flops(cell: dict, prompts: int) -> float:
+    """FLOPs of one pass of a cell's models (every seed) over `prompts` prompts: two per weight
+    per token, 12 D^2 weights a layer (spec §8), 2n + 1 tokens a prompt (a slight over-count:
+    the last block runs its MLP at the query tokens only)."""
+    tokens = len(cell["seeds"]) * prompts * (2 * cell["task"]["n"] + 1)
+    return 24 * cell["model"]["width"] ** 2 * cell["model"]["layers"] * tokens
+
+
 def resources(cell: plan.Node) -> dict:
     """Memory (MB) and runtime (minutes) a cell asks the scheduler for, from its size.
 
-    On a CPU a step costs about 6 * 12 D^2 L FLOPs per token (spec §8) for B (2n + 1) tokens
-    per seed; runtime assumes 5 GFLOP/s on one thread (measured ~4-8 on the quick model,
-    Python overhead included) with a 3x margin. On a GPU a step is launch-bound, a time per
+    On a CPU a step costs three forward passes over its batch (forward_flops: the forward pass
+    and a backward pass of twice its FLOPs); runtime assumes 5 GFLOP/s on one thread (measured
+    ~4-8 on the quick model, Python overhead included) with a 3x margin. On a GPU a step is launch-bound, a time per
     layer (GPU_STEP_S) whatever the width, heads and seeds, with a 2x margin for other GPUs:
     by FLOPs a paper-scale cell would ask for 600 days, which no partition allows. A
     5-minute floor. Activations: about 40 floats per token, width and layer.
@@ -178,7 +186,7 @@ def resources(cell: plan.Node) -> dict:
     if spec["device"] == "cuda":
         seconds = 2 * steps * (GPU_STEP_S["per_layer"] * model["layers"] + GPU_STEP_S["fixed"])
     else:
-        seconds = 3 * 72 * model["width"] ** 2 * model["layers"] * tokens * steps / 5e9
+        seconds = 3 * 3 * forward_flops(spec, training["batch"]) * steps / 5e9
     activations = 40 * 4 * tokens * model["width"] * model["layers"]
     return {"mem_mb": 1000 + int(activations / 2**20), "runtime": max(5, int(seconds / 60) + 1)}
 
@@ -188,14 +196,6 @@ def resources(cell: plan.Node) -> dict:
 # 33 passes of 3 seeds over 50,000 prompts in 94 s, 829a65e) and a quarter of what they ran at
 # on one AVX-512 CPU thread (3.9e10: over 96 prompts in 125 s); benchmarks.md.
 EVAL_FLOPS = {"cuda": 1e13, "cpu": 1e10}
-
-
-def forward_flops(cell: dict, prompts: int) -> float:
-    """FLOPs of one pass of a cell's models (every seed) over `prompts` prompts: two per weight
-    per token, 12 D^2 weights a layer (spec §8), 2n + 1 tokens a prompt (a slight over-count:
-    the last block runs its MLP at the query tokens only)."""
-    tokens = len(cell["seeds"]) * prompts * (2 * cell["task"]["n"] + 1)
-    return 24 * cell["model"]["width"] ** 2 * cell["model"]["layers"] * tokens
 
 
 def masking_flops(cell: dict, prompts: int) -> float:
