@@ -76,16 +76,15 @@ def test_cli_lists_and_predicts(workdir, tmp_path):
                                              ("depth_noise", evaluation.probing)])
 def test_a_tables_runtime_ask_counts_the_passes_it_runs(workdir, monkeypatch, name, table):
     """The tables that run trained models ask SLURM for time by the FLOPs of their passes
-    (planner.table_flops, 24 D^2 L a token): the tokens they put through the models, counted
-    here as they run, are the ones it counts."""
-    counted, hidden = [], models.Transformer.hidden
+    (planner.table_flops, 24 D^2 a token and block): the tokens they put through the models'
+    blocks, counted here as they run, are the ones it counts."""
+    counted, forward = [], models.Block.forward
 
-    def counting(model, z):
-        tokens = len(model.head_mask) * z.shape[-3] * z.shape[-2]   # seeds x prompts x tokens a prompt
-        counted.append(24 * model.s.width ** 2 * model.s.layers * tokens)
-        return hidden(model, z)
+    def counting(block, h, *args):
+        counted.append(24 * block.s.width ** 2 * h.shape[:-1].numel())   # seeds x prompts x tokens a prompt
+        return forward(block, h, *args)
 
-    monkeypatch.setattr(models.Transformer, "hidden", counting)
+    monkeypatch.setattr(models.Block, "forward", counting)
     node = smoke_plan(workdir, "chen2024").get("tidy", f"chen2024/{name}")
     table(node.spec, store.Layout(str(workdir / "results")))
     assert len(counted) > 1 and sum(counted) == planner.table_flops(node)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -145,6 +146,22 @@ def test_probes_fitted_pass_by_pass_are_the_ridge_fit_on_every_state_at_once(mon
         expected.append((((scored * w[:, None]).sum(-1) - tasks.clean(test)[:, n]) ** 2).mean(-1))
     risks = evaluation.probe_risks(net, train, test, n, ridge)
     assert risks.shape == (2, 3) and torch.allclose(torch.from_numpy(risks), torch.stack(expected, -1), rtol=1e-9)
+
+
+@pytest.mark.parametrize(("attention", "layers"), [("softmax", 3), ("linear", 2), ("softmax", 1)])
+def test_masked_risks_are_those_of_a_full_pass_per_masked_head(attention, layers, monkeypatch):
+    """masked_risks runs the blocks before a masked head's layer once for all its heads, over
+    several passes: the risks are bit for bit those of the whole model run once per mask."""
+    net, data, n = model(attention, seeds=3, layers=layers), prompts(batch=11), 4
+    monkeypatch.setitem(models.EVAL_ROWS, "cpu", 12)         # passes of 4 prompts of 3 seeds
+    full, masked = evaluation.masked_risks(net, data, n)
+    expected = torch.empty(3, layers, SETTINGS["heads"])
+    for layer, head in np.ndindex(layers, SETTINGS["heads"]):
+        mask = torch.ones_like(net.head_mask)
+        mask[:, layer, head] = 0.0
+        expected[:, layer, head] = evaluation.query_risk(evaluation.predictions(net, data, mask)[..., n], data, n)
+    assert torch.equal(full, evaluation.query_risk(evaluation.predictions(net, data)[..., n], data, n))
+    assert torch.equal(masked, expected) and masked.std() > 0
 
 
 @pytest.mark.parametrize("table", [evaluation.importance, evaluation.probing])

@@ -161,12 +161,17 @@ def describe(spec: dict) -> str:
 GPU_STEP_S = {"per_layer": 3.6e-3, "fixed": 1.7e-3}
 
 
-def forward_flops(cell: dict, prompts: int) -> float:
-    """FLOPs of one pass of a cell's models (every seed) over `prompts` prompts: two per weight
-    per token, 12 D^2 weights a layer (spec §8), 2n + 1 tokens a prompt (a slight over-count:
-    the last block runs its MLP at the query tokens only)."""
+def block_flops(cell: dict, prompts: int) -> int:
+    """FLOPs of one block of a cell's models (every seed) over `prompts` prompts: two per weight
+    per token, 12 D^2 weights a layer (spec §8), 2n + 1 tokens a prompt (a slight over-count
+    for the last block, which runs its MLP at the query tokens only)."""
     tokens = len(cell["seeds"]) * prompts * (2 * cell["task"]["n"] + 1)
-    return 24 * cell["model"]["width"] ** 2 * cell["model"]["layers"] * tokens
+    return 24 * cell["model"]["width"] ** 2 * tokens
+
+
+def forward_flops(cell: dict, prompts: int) -> int:
+    """FLOPs of one pass of a cell's models (every seed) over `prompts` prompts."""
+    return cell["model"]["layers"] * block_flops(cell, prompts)
 
 
 def resources(cell: plan.Node) -> dict:
@@ -198,9 +203,11 @@ def resources(cell: plan.Node) -> dict:
 EVAL_FLOPS = {"cuda": 1e13, "cpu": 1e10}
 
 
-def masking_flops(cell: dict, prompts: int) -> float:
-    """The full model's pass and one with each head masked (importance by masking)."""
-    return (1 + cell["model"]["layers"] * cell["model"]["heads"]) * forward_flops(cell, prompts)
+def masking_flops(cell: dict, prompts: int) -> int:
+    """The full model's pass and, for each head, the blocks from its layer on with it masked
+    (importance by masking, evaluation.chen2024.masked_predictions)."""
+    layers, heads = cell["model"]["layers"], cell["model"]["heads"]
+    return (layers + heads * layers * (layers + 1) // 2) * block_flops(cell, prompts)
 
 
 def table_flops(tidy: plan.Node) -> float:
