@@ -69,12 +69,13 @@ def make(stage: str, paper: str, spec: dict, name: str | None = None,
     return Node(stage, paper, spec, name, tuple(inputs), node_id, source)
 
 
-# What a figure's tidy job asks the scheduler for, memory (MB) and runtime (minutes), unless its
-# paper's planner estimates its tables (`figure_resources`: deora2023's for the memory of its
-# margins, chen2024's for the time of its masking passes): the SLURM profile's defaults. Tables
-# that read stored results take seconds to minutes (deora2023's E4, the slowest measured at the
-# paper scale, 10 minutes on one core).
-FIGURE_RESOURCES = {"mem_mb": 2000, "runtime": 30}
+# What a table's job (a theory table or a figure's tidy data) asks the scheduler for, memory (MB)
+# and runtime (minutes), unless its paper's planner estimates it (`table_resources`: deora2023's
+# for the memory of its margins and for its Hessian probes, chen2024's for the time of its
+# masking passes): the SLURM profile's defaults. Tables that read stored results take seconds to
+# minutes (deora2023's E4, the slowest measured at the paper scale, 10 minutes on one core), and
+# so do the other theory tables (at most 3 s each at the paper scale).
+TABLE_RESOURCES = {"mem_mb": 2000, "runtime": 30}
 # What a drawing asks for (minutes): it plots its tidy table, in seconds.
 DRAW_RUNTIME = 10
 
@@ -260,7 +261,7 @@ def deal_by_runtime(cells: list[Node], size: int) -> list[tuple[Node, ...]]:
 
 
 def planner(paper: str):
-    """A paper's planner module: its Planner, describe, resources and optional figure_resources."""
+    """A paper's planner module: its Planner, describe, resources and optional table_resources."""
     return importlib.import_module(REGISTRY[paper].planner)
 
 
@@ -269,11 +270,11 @@ def describe(paper: str, spec: dict) -> str:
     return planner(paper).describe(spec)
 
 
-def figure_resources(tidy: Node) -> dict:
-    """Memory (MB) and runtime (minutes) a figure's tidy job asks the scheduler for: its paper's
-    estimates where its planner makes them, else FIGURE_RESOURCES."""
-    estimates = getattr(planner(tidy.paper), "figure_resources", lambda _: {})(tidy)
-    return {**FIGURE_RESOURCES, **estimates}
+def table_resources(node: Node) -> dict:
+    """Memory (MB) and runtime (minutes) a theory or tidy job asks the scheduler for: its paper's
+    estimates where its planner makes them, else TABLE_RESOURCES."""
+    estimates = getattr(planner(node.paper), "table_resources", lambda _: {})(node)
+    return {**TABLE_RESOURCES, **estimates}
 
 
 def build(config: dict) -> Plan:

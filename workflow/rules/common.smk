@@ -75,10 +75,10 @@ def batch_resources(key, combine):
     return of
 
 
-def figure_resource(key):
-    """Resources function: a tidy job's memory or runtime (`key`), its paper's estimate where its
-    planner makes one."""
-    return lambda wildcards: planning.figure_resources(node("tidy", wildcards))[key]
+def table_resource(stage, key):
+    """Resources function: a theory or tidy job's memory or runtime (`key`), its paper's estimate
+    where its planner makes one."""
+    return lambda wildcards: planning.table_resources(node(stage, wildcards))[key]
 
 
 def payload(stage):

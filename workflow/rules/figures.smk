@@ -13,8 +13,8 @@ rule tidy:
         arguments=lambda wildcards, output: {"out": output[0]},
     resources:
         gpu=evaluation_gpus,  # SLURM: --gpus=1 where trained models are evaluated on a GPU
-        mem_mb=figure_resource("mem_mb"),
-        runtime=figure_resource("runtime"),
+        mem_mb=table_resource("tidy", "mem_mb"),
+        runtime=table_resource("tidy", "runtime"),
     conda:
         ENV
     benchmark:

@@ -5,6 +5,9 @@ rule theory:
         node=payload("theory"),
         results=results_root(levels=3),
         arguments=lambda wildcards, output: {"out": output[0]},
+    resources:
+        mem_mb=table_resource("theory", "mem_mb"),
+        runtime=table_resource("theory", "runtime"),
     conda:
         ENV
     benchmark:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 @dataclass(frozen=True)
 class PaperStages:
     planner: str  # module with Planner(config).nodes() -> list[Node], describe(cell spec) -> str,
-                  # resources(cell node) -> {mem_mb, runtime (minutes)} and, where a figure's
-                  # tables need more than plan.FIGURE_RESOURCES, figure_resources(tidy node) ->
-                  # the keys it estimates
+                  # resources(cell node) -> {mem_mb, runtime (minutes)} and, where some theory or
+                  # tidy tables need more than plan.TABLE_RESOURCES, table_resources(theory or
+                  # tidy node) -> the keys it estimates
     data: str     # (spec, id, out) -> None: write a test or training set
     train: str    # (spec, id, data, out_dir, threads) -> None: train + evaluate
     objective: str  # (cell spec, device) -> training.core.Objective (what `iclrepro bench` times)

@@ -131,12 +131,49 @@ def resources(cell: plan.Node) -> dict:
 MARGIN_BYTES = 32
 
 
-def figure_resources(tidy: plan.Node) -> dict:
-    """Memory (MB) a figure's tidy job asks for. The tables with NTK margins (E1, E4, E5; spec
-    `margin_iterations`) hold one seed's per-sequence gradients at a time, of their largest cell;
-    the others read stored results (plan.FIGURE_RESOURCES)."""
-    if "margin_iterations" not in tidy.spec:
-        return {}
+def margin_memory(tidy: plan.Node) -> int:
+    """Memory (MB) of a figure's tidy job whose table has NTK margins (E1, E4, E5; spec
+    `margin_iterations`): it holds one seed's per-sequence gradients at a time, of its largest cell."""
     entries = max(cell.spec["n_train"] * cell.spec["model"]["H"] * (cell.spec["mixture"]["d"] + 1)
                   * cell.spec["mixture"]["d"] for cell in tidy.inputs if cell.stage == "train")
-    return {"mem_mb": max(plan.FIGURE_RESOURCES["mem_mb"], 1000 + int(MARGIN_BYTES * entries / 2**20))}
+    return 1000 + int(MARGIN_BYTES * entries / 2**20)
+
+
+# The Hessian probes (theory table hessian_norm) are Hessian-vector products, forward over reverse
+# mode, each a fixed HVP_SECONDS["fixed"] (torch.func's) plus HVP_SECONDS["per_entry"] per entry
+# of its pass (sequences T H d (d + T)). At the paper scale (d = 64, T = 20) on one AVX-512
+# thread, one over T2's 128 sequences took 1.0 s at H = 64 and 5.6-6.0 s at H = 256 (1.2-1.7e-9 s
+# an entry), one over a T1 sequence 0.05 s at H = 1; scipy's eigsh (T2) ran 21 to 139 of them
+# per (H, seed) (139 at H = 256), so LANCZOS_PRODUCTS assumes 200; and the job peaked at 2.7 GB,
+# 53-83 bytes an entry of T2's pass at the largest H above a 0.4 GB process. The whole table
+# took 20-24 minutes.
+HVP_SECONDS = {"fixed": 0.05, "per_entry": 1.7e-9}
+LANCZOS_PRODUCTS = 200
+HVP_BYTES = 64
+
+
+def hessian_resources(probe: dict) -> dict:
+    """Memory (MB) and runtime (minutes, 3x over) of the Hessian probes: power_iterations products
+    per probe sequence (T1) and LANCZOS_PRODUCTS over loss_sequences (T2), per H and seed."""
+    T, d = probe["mixture"]["T"], probe["mixture"]["d"]
+    per_sequence = sum(H * T * d * (d + T) for H in probe["H"])     # entries of a pass over one sequence, every H
+    runs = ((probe["sequences"] * probe["power_iterations"], 1),    # T1: products per (H, seed), sequences each
+            (LANCZOS_PRODUCTS, probe["loss_sequences"]))            # T2
+    seconds = probe["seeds"] * sum(products * (len(probe["H"]) * HVP_SECONDS["fixed"]
+                                               + sequences * per_sequence * HVP_SECONDS["per_entry"])
+                                   for products, sequences in runs)
+    largest = probe["loss_sequences"] * max(probe["H"]) * T * d
+    return {"mem_mb": 1000 + int(HVP_BYTES * largest / 2**20), "runtime": int(3 * seconds / 60) + 1}
+
+
+def table_resources(node: plan.Node) -> dict:
+    """What a theory or tidy job asks for above plan.TABLE_RESOURCES: the memory of the tables
+    with NTK margins and the memory and time of the Hessian probes; the other tables read stored
+    results."""
+    if node.stage == "theory":
+        found = hessian_resources(node.spec)
+    elif "margin_iterations" in node.spec:
+        found = {"mem_mb": margin_memory(node)}
+    else:
+        return {}
+    return {key: max(value, plan.TABLE_RESOURCES[key]) for key, value in found.items()}
