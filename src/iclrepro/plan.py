@@ -272,9 +272,9 @@ def describe(paper: str, spec: dict) -> str:
 
 def table_resources(node: Node) -> dict:
     """Memory (MB) and runtime (minutes) a theory or tidy job asks the scheduler for: its paper's
-    estimates where its planner makes them, else TABLE_RESOURCES."""
+    estimates where its planner makes them and they are larger, else TABLE_RESOURCES."""
     estimates = getattr(planner(node.paper), "table_resources", lambda _: {})(node)
-    return {**TABLE_RESOURCES, **estimates}
+    return {key: max(default, estimates.get(key, default)) for key, default in TABLE_RESOURCES.items()}
 
 
 def build(config: dict) -> Plan:

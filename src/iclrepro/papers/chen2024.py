@@ -232,12 +232,12 @@ def table_flops(tidy: plan.Node) -> float:
 
 def table_resources(node: plan.Node) -> dict:
     """Runtime (minutes) a figure's tidy job asks for: its passes over trained models at
-    EVAL_FLOPS on the tidy spec's device, with a 3x margin, above the default for reading stored
-    results (plan.TABLE_RESOURCES). At the paper scale depth_noise asks a GPU for 67 minutes
+    EVAL_FLOPS on the tidy spec's device, with a 3x margin (plan.table_resources asks for at least
+    the default for reading stored results). At the paper scale depth_noise asks a GPU for 67 minutes
     (its 7 (L, sigma) pass for about 8 on an H200) and a CPU for 46 days. The theory table
     (OLS risks) takes a second."""
     flops = table_flops(node) if node.stage == "tidy" else 0
     if not flops:
         return {}
     minutes = 3 * flops / EVAL_FLOPS[node.spec["device"]] / 60
-    return {"runtime": max(plan.TABLE_RESOURCES["runtime"], int(minutes) + 1)}
+    return {"runtime": int(minutes) + 1}

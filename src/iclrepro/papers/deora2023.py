@@ -167,13 +167,11 @@ def hessian_resources(probe: dict) -> dict:
 
 
 def table_resources(node: plan.Node) -> dict:
-    """What a theory or tidy job asks for above plan.TABLE_RESOURCES: the memory of the tables
-    with NTK margins and the memory and time of the Hessian probes; the other tables read stored
-    results."""
+    """What a theory or tidy job needs (plan.table_resources asks for at least TABLE_RESOURCES):
+    the memory of the tables with NTK margins and the memory and time of the Hessian probes; the
+    other tables read stored results."""
     if node.stage == "theory":
-        found = hessian_resources(node.spec)
-    elif "margin_iterations" in node.spec:
-        found = {"mem_mb": margin_memory(node)}
-    else:
-        return {}
-    return {key: max(value, plan.TABLE_RESOURCES[key]) for key, value in found.items()}
+        return hessian_resources(node.spec)
+    if "margin_iterations" in node.spec:
+        return {"mem_mb": margin_memory(node)}
+    return {}
