@@ -69,12 +69,13 @@ def make(stage: str, paper: str, spec: dict, name: str | None = None,
     return Node(stage, paper, spec, name, tuple(inputs), node_id, source)
 
 
-# What a table's job (a theory table or a figure's tidy data) asks the scheduler for, memory (MB)
-# and runtime (minutes), unless its paper's planner estimates it (`table_resources`: deora2023's
-# for the memory of its margins and for its Hessian probes, chen2024's for the time of its
-# masking passes): the SLURM profile's defaults. Tables that read stored results take seconds to
-# minutes (deora2023's E4, the slowest measured at the paper scale, 10 minutes on one core), and
-# so do the other theory tables (at most 3 s each at the paper scale).
+# What a table's job (a theory table or a figure's tidy data) asks the scheduler for at least,
+# memory (MB) and runtime (minutes), and all it asks unless its paper's planner estimates more
+# (`table_resources`: deora2023's for the memory of its margins and for its Hessian probes,
+# chen2024's for the time of its masking passes): the SLURM profile's defaults. Tables that read
+# stored results take seconds to minutes (deora2023's E4, the slowest measured at the paper
+# scale, 10 minutes on one core), and so do the other theory tables (at most 3 s each at the
+# paper scale).
 TABLE_RESOURCES = {"mem_mb": 2000, "runtime": 30}
 # What a drawing asks for (minutes): it plots its tidy table, in seconds.
 DRAW_RUNTIME = 10
