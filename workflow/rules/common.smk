@@ -76,8 +76,8 @@ def batch_resources(key, combine):
 
 
 def table_resource(stage, key):
-    """Resources function: a theory or tidy job's memory or runtime (`key`), its paper's estimate
-    where its planner makes one."""
+    """Resources function: a theory or tidy job's memory or runtime (`key`): plan.table_resources,
+    its paper's estimate where its planner makes a larger one than the profile's default."""
     return lambda wildcards: planning.table_resources(node(stage, wildcards))[key]
 
 
