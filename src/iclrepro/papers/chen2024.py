@@ -206,7 +206,7 @@ EVAL_FLOPS = {"cuda": 1e13, "cpu": 1e10}
 def masking_flops(cell: dict, prompts: int) -> int:
     """The full model's pass and, for each head, the blocks from its layer on with it masked
     (importance by masking, evaluation.chen2024.masked_predictions), each counted whole: the last
-    block, which runs at the analysed query alone, takes 0.4 of a block's time there."""
+    block, which runs at the analysed query alone, takes about a quarter of a block's time."""
     layers, heads = cell["model"]["layers"], cell["model"]["heads"]
     return (layers + heads * layers * (layers + 1) // 2) * block_flops(cell, prompts)
 
